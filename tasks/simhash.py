@@ -60,13 +60,16 @@ import os
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, combinations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -158,6 +161,7 @@ def shingles(text: str, config: FingerprintConfig) -> list[str]:
     return [separator.join(units[i:i + n]) for i in range(len(units) - n + 1)] if units else []
 
 
+_WORKERS = max(1, min(4, os.cpu_count() or 1))  # threads for batches and index tables
 _MASK64 = (1 << 64) - 1
 _NGRAM_MULTIPLIER = 0x9E3779B97F4A7C15
 _FMIX_1 = 0xFF51AFD7ED558CCD
@@ -165,9 +169,12 @@ _FMIX_2 = 0xC4CEB9FE1A85EC53
 _WEIGHT_SCALE = 1 << 16
 
 
+def _bytes_hash(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
 def _unit_hash(unit: str) -> int:
-    digest = hashlib.blake2b(unit.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return _bytes_hash(unit.encode("utf-8", "surrogatepass"))
 
 
 def _fmix64_int(h: int) -> int:
@@ -231,9 +238,12 @@ def weighted_shingles(
     if config.weighting == "tf":
         return {feature: float(count) for feature, count in term_frequency.items()}
     table = compute_idf([text], config) if idf is None else idf
-    default = _default_idf(table)
     features = list(term_frequency)
-    quantized = _quantize([table.get(f, default) for f in features]) / _WEIGHT_SCALE
+    known = [table.get(f) for f in features]
+    if None in known:  # the default scans the whole table: only when it is needed
+        default = _default_idf(table)
+        known = [default if value is None else value for value in known]
+    quantized = _quantize(known) / _WEIGHT_SCALE
     return {f: term_frequency[f] * float(q) for f, q in zip(features, quantized)}
 
 
@@ -241,28 +251,64 @@ def weighted_shingles(
 # Vectorised fingerprinting
 # ---------------------------------------------------------------------------
 
-_TEXTS_PER_BATCH = 1 << 16
+# Texts per batch: large enough to amortise per-call overhead, small enough that a batch's
+# arrays (~1M features, a few MiB each) are recycled by the allocator; fresh large arrays
+# are page-faulted in, which on small VMs costs more than the arithmetic done on them.
+_TEXTS_PER_BATCH = 1 << 15
 
 
-def _unit_hash_stream(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Hash of every unit of every text, concatenated, and the unit count per text."""
-    if config.shingle == "word":
-        # Tokens become vocabulary ids one batch of texts at a time: a flat list of all
-        # tokens of a large corpus would hold tens of millions of str objects at once.
-        vocabulary: dict[str, int] = {}
-        counts: list[int] = []
-        token_ids = []
-        for start in range(0, len(texts), _TEXTS_PER_BATCH):
-            flat: list[str] = []
-            for text in texts[start:start + _TEXTS_PER_BATCH]:
-                words = _units(text, config)
-                counts.append(len(words))
-                flat.extend(words)
-            for token in dict.fromkeys(flat):
-                vocabulary.setdefault(token, len(vocabulary))
-            token_ids.append(np.fromiter(map(vocabulary.__getitem__, flat), dtype=np.int64, count=len(flat)))
-        vocabulary_hashes = np.fromiter(map(_unit_hash, vocabulary), dtype=np.uint64, count=len(vocabulary))
-        return vocabulary_hashes[np.concatenate(token_ids)], np.array(counts, dtype=np.int64)
+@functools.cache
+def _ascii_byte_map(normalize: bool) -> bytes:
+    """``bytes.translate`` table doing to ASCII bytes what ``_units`` does to ASCII text:
+    whitespace -> space and, when normalising, lowercase and punctuation/symbols -> space.
+    Bytes >= 128 (inside UTF-8 sequences) pass unchanged."""
+    _, ascii_table = _separator_tables()
+    mapped = bytearray(range(256))
+    for byte in range(128):
+        if chr(byte).isspace() or (normalize and ascii_table[byte] == ord(" ")):
+            mapped[byte] = ord(" ")
+        elif normalize:
+            mapped[byte] = ord(chr(byte).lower())
+    return bytes(mapped)
+
+
+def _word_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every word of every text, concatenated, and the word count per text.
+
+    ASCII texts are normalised as one buffer by a byte table and split and
+    dictionary-encoded in Arrow, so no per-word Python object is made; only the rare
+    non-ASCII text goes through ``_units`` first.  Each distinct word is hashed once.
+    """
+    joined = " ".join(texts) + " "
+    if joined.isascii():
+        byte_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    else:
+        bodies = [text if text.isascii() else " ".join(_units(text, config)) for text in texts]
+        byte_lengths = np.fromiter(
+            (len(b) if b.isascii() else len(b.encode("utf-8", "surrogatepass")) for b in bodies),
+            dtype=np.int64, count=len(bodies),
+        )
+        joined = " ".join(bodies) + " "
+    buffer = joined.encode("utf-8", "surrogatepass").translate(_ascii_byte_map(config.normalize))
+    offsets = np.concatenate(([0], np.cumsum(byte_lengths + 1)))  # each text keeps its trailing separator
+    # Binary, not string: text with lone surrogates is not valid UTF-8, and Arrow need not care.
+    text_array = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(texts), [None, pa.py_buffer(offsets), pa.py_buffer(buffer)]
+    )
+    words = pc.ascii_split_whitespace(text_array.cast(pa.large_string(), safe=False))
+    encoded = pc.dictionary_encode(pc.list_flatten(words))
+    vocabulary = encoded.dictionary.cast(pa.large_binary()).to_pylist()
+    vocabulary_hashes = np.fromiter(map(_bytes_hash, vocabulary), dtype=np.uint64, count=len(vocabulary))
+    word_ids = encoded.indices.to_numpy(zero_copy_only=False)
+    # Arrow yields an empty word before a leading and after a trailing separator (every
+    # text here has one): drop them.
+    is_word = word_ids != (vocabulary.index(b"") if b"" in vocabulary else -1)
+    units_per_text = np.add.reduceat(is_word, words.offsets.to_numpy()[:-1], dtype=np.int64)
+    return np.take(vocabulary_hashes, word_ids[is_word]), units_per_text
+
+
+def _char_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every character of every (normalised) text and the character count per text."""
     bodies = [normalize_text(text) if config.normalize else text for text in texts]
     units_per_text = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
     codepoints = np.frombuffer("".join(bodies).encode("utf-32-le", "surrogatepass"), dtype="<u4")
@@ -288,64 +334,93 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
 def _ngram_hashes(
     unit_hashes: np.ndarray, units_per_text: np.ndarray, ngram: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Feature hashes of all texts (grouped by text, in order) and the count per text."""
-    features_per_text = np.where(units_per_text > 0, np.maximum(units_per_text - ngram + 1, 1), 0)
-    n_features = int(features_per_text.sum())
-    first_unit = (
-        np.repeat(_exclusive_cumsum(units_per_text) - _exclusive_cumsum(features_per_text), features_per_text)
-        + np.arange(n_features)
-    )
-    h = unit_hashes[first_unit]
+    """Feature hashes of all texts (grouped by text, in order) and the count per text.
+
+    Every position folds the ``ngram`` units starting there, across text ends too; the
+    windows that cross an end are then masked out, and a text shorter than ``ngram``
+    gets one feature folded from all its units.
+    """
     multiplier = np.uint64(_NGRAM_MULTIPLIER)
-    has_short_texts = bool(np.any((units_per_text > 0) & (units_per_text < ngram)))
-    units_in_feature = np.repeat(np.minimum(units_per_text, ngram), features_per_text) if has_short_texts else None
+    folded = unit_hashes.copy()
     for offset in range(1, ngram):
-        if units_in_feature is None:
-            h = h * multiplier + unit_hashes[first_unit + offset]
-        else:
-            longer = np.flatnonzero(units_in_feature > offset)
-            h[longer] = h[longer] * multiplier + unit_hashes[first_unit[longer] + offset]
-    return _fmix64(h), features_per_text
+        head = folded[: max(len(folded) - offset, 0)]
+        np.multiply(head, multiplier, out=head)
+        np.add(head, unit_hashes[offset:], out=head)
+    starts = _exclusive_cumsum(units_per_text)
+    ends = starts + units_per_text
+    complete = units_per_text >= ngram
+    short = (units_per_text > 0) & ~complete
+    window_starts = np.ones(len(folded), dtype=bool)
+    short_folds = unit_hashes[starts[short]]
+    for offset in range(1, ngram):
+        window_starts[ends[complete] - offset] = False
+        within = units_per_text[short] > offset
+        window_starts[starts[short][within] + offset] = False
+        short_folds[within] = short_folds[within] * multiplier + unit_hashes[starts[short][within] + offset]
+    folded[starts[short]] = short_folds
+    features_per_text = np.where(complete, units_per_text - ngram + 1, short.astype(np.int64))
+    return _fmix64(folded[window_starts]), features_per_text
 
 
-def _table_weights(feature_hashes: np.ndarray, idf: dict[str, float], config: FingerprintConfig) -> np.ndarray:
-    """Quantised idf of each occurrence, looked up in a supplied table by feature hash."""
+@dataclass(frozen=True)
+class _TextFeatures:
+    """A batch of texts as a sparse (texts x features) term-frequency matrix; column c is
+    the feature with hash ``hashes[c]``, found in ``document_frequency[c]`` of the texts."""
+    hashes: np.ndarray
+    term_frequency: csr_matrix
+    document_frequency: np.ndarray
+
+
+def _text_features(texts: Sequence[str], config: FingerprintConfig) -> _TextFeatures:
+    unit_hashes = _word_unit_hashes if config.shingle == "word" else _char_unit_hashes
+    feature_hashes, features_per_text = _ngram_hashes(*unit_hashes(texts, config), config.ngram)
+    column, hashes = pd.factorize(feature_hashes)
+    row_offsets = np.concatenate(([0], np.cumsum(features_per_text)))
+    counts = csr_matrix((np.ones(len(column)), column, row_offsets), shape=(len(texts), len(hashes)))
+    counts.sum_duplicates()  # repeats of a feature in one text -> its term frequency
+    return _TextFeatures(hashes, counts, np.bincount(counts.indices, minlength=len(hashes)))
+
+
+def _corpus_idf_weights(
+    batches: Sequence[_TextFeatures], n_texts: int, pool: ThreadPoolExecutor
+) -> list[np.ndarray]:
+    """Quantised smoothed idf of every batch's features, document frequencies summed over
+    all batches.  Features are matched across batches by hash, in ``_WORKERS`` disjoint
+    hash partitions merged in parallel."""
+    weights = [np.empty(len(batch.hashes)) for batch in batches]
+    partition = [batch.hashes % np.uint64(_WORKERS) for batch in batches]
+
+    def merge(part: int) -> None:
+        members = [np.flatnonzero(owner == part) for owner in partition]
+        feature_id, _ = pd.factorize(np.concatenate([b.hashes[m] for b, m in zip(batches, members)]))
+        document_frequency = np.bincount(
+            feature_id, weights=np.concatenate([b.document_frequency[m] for b, m in zip(batches, members)])
+        )
+        part_weights = _quantize(_smooth_idf(document_frequency, n_texts))[feature_id]
+        for batch_weights, rows, piece in zip(
+            weights, members, np.split(part_weights, np.cumsum([len(m) for m in members])[:-1])
+        ):
+            batch_weights[rows] = piece
+
+    list(pool.map(merge, range(_WORKERS)))
+    return weights
+
+
+def _table_weights(idf: dict[str, float], config: FingerprintConfig) -> Callable[[np.ndarray], np.ndarray]:
+    """Lookup of quantised idf by feature hash in a supplied table (unknown -> rarest)."""
     default = _quantize(_default_idf(idf))
-    if not idf:
-        return np.full(len(feature_hashes), default)
     table_hashes = np.fromiter((feature_hash(f, config) for f in idf), dtype=np.uint64, count=len(idf))
     table_weights = _quantize(np.fromiter(idf.values(), dtype=np.float64, count=len(idf)))
     order = np.argsort(table_hashes)
     table_hashes, table_weights = table_hashes[order], table_weights[order]
-    slot = np.minimum(np.searchsorted(table_hashes, feature_hashes), len(table_hashes) - 1)
-    return np.where(table_hashes[slot] == feature_hashes, table_weights[slot], default)
 
+    def lookup(feature_hashes: np.ndarray) -> np.ndarray:
+        if not len(table_hashes):
+            return np.full(len(feature_hashes), default)
+        slot = np.minimum(np.searchsorted(table_hashes, feature_hashes), len(table_hashes) - 1)
+        return np.where(table_hashes[slot] == feature_hashes, table_weights[slot], default)
 
-def _occurrence_weights(
-    feature_hashes: np.ndarray,
-    features_per_text: np.ndarray,
-    config: FingerprintConfig,
-    idf: dict[str, float] | None,
-) -> np.ndarray:
-    """Quantised weight of each feature occurrence; summing them gives tf * idf per feature."""
-    if config.weighting == "tf":
-        return np.ones(len(feature_hashes), dtype=np.float64)
-    if idf is not None:
-        return _table_weights(feature_hashes, idf, config)
-    # Stable sort keeps each feature's occurrences in text order, so a text change
-    # inside a run of equal hashes marks one more document containing that feature.
-    order = np.argsort(feature_hashes, kind="stable")
-    sorted_hashes = feature_hashes[order]
-    text_of_occurrence = np.repeat(np.arange(len(features_per_text)), features_per_text)[order]
-    new_feature = np.ones(len(order), dtype=bool)
-    new_feature[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-    new_document = new_feature.copy()
-    new_document[1:] |= text_of_occurrence[1:] != text_of_occurrence[:-1]
-    feature_id = np.cumsum(new_feature) - 1
-    document_frequency = np.bincount(feature_id[new_document])
-    weights = np.empty(len(order), dtype=np.float64)
-    weights[order] = _quantize(_smooth_idf(document_frequency, len(features_per_text)))[feature_id]
-    return weights
+    return lookup
 
 
 # Row v: the 8 bits of byte value v, least significant first.
@@ -353,27 +428,26 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64)
 _BIT_VALUES = 1 << np.arange(8, dtype=np.uint64)
 
 
-def _simhash(
-    feature_hashes: np.ndarray, weights: np.ndarray, features_per_text: np.ndarray, bits: int
-) -> np.ndarray:
+def _simhash(batch: _TextFeatures, feature_weights: np.ndarray, bits: int) -> np.ndarray:
     """Weighted bit majorities, one hash byte at a time.
 
-    For hash byte ``j``, a sparse (texts x 256) matrix holds each occurrence's weight at
-    its byte value (CSR straight from the text offsets, duplicates summed); times the
-    256x8 bit table it gives the weight behind each of the 8 bits.  Weights are
+    For hash byte ``j``, a sparse (texts x 256) matrix holds each (text, feature) weight
+    (term frequency x feature weight) at the feature's byte value (duplicates summed);
+    times the 256x8 bit table it gives the weight behind each of the 8 bits.  Weights are
     integer-valued floats, so every sum is exact and order-independent.
     """
-    n_texts = len(features_per_text)
-    offsets = np.concatenate(([0], np.cumsum(features_per_text)))
-    text_of_occurrence = np.repeat(np.arange(n_texts), features_per_text)
-    half_total = np.bincount(text_of_occurrence, weights=weights, minlength=n_texts)[:, None] / 2
-    hash_byte_planes = _byte_planes(feature_hashes)
+    matrix = batch.term_frequency
+    n_texts = matrix.shape[0]
+    weights = matrix.data * feature_weights[matrix.indices]
+    half_total = np.add.reduceat(np.append(weights, 0.0), matrix.indptr[:-1])[:, None] / 2
+    half_total[np.diff(matrix.indptr) == 0] = 0.0  # reduceat yields the next row's first value for empty rows
+    hash_byte_planes = _byte_planes(np.take(batch.hashes, matrix.indices))
     fingerprint = np.zeros(n_texts, dtype=np.uint64)
     for byte in range((bits + 7) // 8):
-        occurrences_by_value = csr_matrix(
-            (weights, hash_byte_planes[byte].astype(np.int32), offsets), shape=(n_texts, 256)
+        weight_by_byte_value = csr_matrix(
+            (weights, hash_byte_planes[byte].astype(np.int32), matrix.indptr), shape=(n_texts, 256)
         )
-        majority = occurrences_by_value @ _BYTE_BITS > half_total
+        majority = weight_by_byte_value @ _BYTE_BITS > half_total
         fingerprint |= (majority @ _BIT_VALUES) << np.uint64(8 * byte)
     return fingerprint & np.uint64((1 << bits) - 1)
 
@@ -385,15 +459,23 @@ def fingerprints(
 
     With ``weighting == "idf"`` and ``idf`` None the idf table comes from ``texts``; pass a
     shared table (``compute_idf``) to compare fingerprints of different corpora.  Empty
-    texts get fingerprint 0.
+    texts get fingerprint 0.  Batches of texts are featurised and hashed on a few threads
+    (Arrow, pandas, scipy and numpy release the GIL); only document frequencies are global.
     """
     texts = list(texts)
     if not texts:
         return np.zeros(0, dtype=np.uint64)
-    unit_hashes, units_per_text = _unit_hash_stream(texts, config)
-    feature_hashes, features_per_text = _ngram_hashes(unit_hashes, units_per_text, config.ngram)
-    weights = _occurrence_weights(feature_hashes, features_per_text, config, idf)
-    return _simhash(feature_hashes, weights, features_per_text, config.bits)
+    batch_texts = [texts[start:start + _TEXTS_PER_BATCH] for start in range(0, len(texts), _TEXTS_PER_BATCH)]
+    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(batch_texts))) as pool:
+        batches = list(pool.map(lambda batch: _text_features(batch, config), batch_texts))
+        if config.weighting == "tf":
+            feature_weights = [np.ones(len(batch.hashes)) for batch in batches]
+        elif idf is not None:
+            feature_weights = list(map(_table_weights(idf, config), (batch.hashes for batch in batches)))
+        else:
+            feature_weights = _corpus_idf_weights(batches, len(texts), pool)
+        pieces = pool.map(lambda batch, weights: _simhash(batch, weights, config.bits), batches, feature_weights)
+        return np.concatenate(list(pieces))
 
 
 # ---------------------------------------------------------------------------
@@ -521,7 +603,6 @@ def _random_pair_distances(
 
 _CANDIDATE_CHUNK = 1 << 21  # candidate pairs materialised at once
 _NEIGHBOUR_OFFSETS = 32  # bucket pairs up to this far apart in sorted order: shifted compares
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _BYTE_VALUES = np.arange(256, dtype=np.uint64)
 
 

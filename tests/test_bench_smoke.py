@@ -19,6 +19,8 @@ def test_dedup_bench_quick(tmp_path: Path) -> None:
         assert row["sampled_recall_all_pairs"] >= 0.99
     for row in results["exact_recall"]:
         assert row["precision"] == 1.0 and row["recall"] >= 0.99
-    package_row = next(row for row in results["baselines"] if row["method"].startswith("simhash."))
-    assert "fingerprints equal ours: True; pairs equal ours: True" in package_row["note"]
+    baselines = {row["method"]: row for row in results["baselines"]}
+    assert baselines["simhash package, our feature hash"]["note"] == "fingerprints equal ours: True; pairs equal ours: True"
+    assert baselines["ours simhash tau=3"]["speed_ratio_vs_ours"] == 1.0
+    assert baselines["simhash package tau=3"]["n_measured"] == 1_000
     assert len(results["scaling"]) >= 1 and len(results["leakage"]) == 2

@@ -215,6 +215,34 @@ def test_near_duplicate_pairs_equal_simhash_index() -> None:
     assert set(map(tuple, ours.tolist())) == theirs
 
 
+def per_text_fingerprint(text: str, config: FingerprintConfig, idf: dict[str, float]) -> int:
+    """The definition, one text and one bit at a time: bit b is set iff the features with
+    bit b set carry more than half of the text's weight."""
+    weights = weighted_shingles(text, config, idf)
+    hashes = {feature: feature_hash(feature, config) for feature in weights}
+    total = sum(weights.values())
+    return sum(1 << bit for bit in range(config.bits)
+               if sum(w for f, w in weights.items() if hashes[f] >> bit & 1) > total / 2)
+
+
+MESSY_CHARACTERS = list("ab AbZ\t\n\x0b\x1c\x1f\x85\u00a0\u3000.,!-'$é\u0301ＦﬁİßΣς\u0915\u093f")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(MESSY_CHARACTERS), max_size=24), min_size=1, max_size=9),
+       st.sampled_from(CONFIGS), st.integers(1, 4))
+def test_batched_fingerprints_equal_the_per_text_definition(texts: list[str], config: FingerprintConfig,
+                                                            batch_size: int) -> None:
+    """Arrow tokenisation, batching and global document frequencies change nothing: any
+    mix of ASCII and non-ASCII text, odd whitespace, empty texts, batch boundaries."""
+    texts = texts + ["lone \ud800 surrogate", ""]
+    idf = compute_idf(texts, config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_TEXTS_PER_BATCH", batch_size)
+        ours = fingerprints(texts, config)
+    assert [int(x) for x in ours] == [per_text_fingerprint(t, config, idf) for t in texts]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=12), min_size=1, max_size=6),
