@@ -6,10 +6,17 @@ A text is normalised (NFKC, lowercase, Unicode punctuation/symbols -> space, whi
 collapsed), cut into units (words, or characters when ``shingle == "char"``) and into
 n-gram features.  Each unit gets a stable 64-bit hash (blake2b, 8 bytes); an n-gram's hash
 folds its units' hashes polynomially (``h = h * M + u mod 2**64``) and finishes with the
-murmur3 ``fmix64`` avalanche.  Hashing unique units once and folding n-grams in numpy is
-what makes fingerprinting fast: no n-gram string is ever built.  ``feature_hash`` is the
-same function for one feature string, so it can be handed to the ``simhash`` package as its
-``hashfunc`` and reproduce our fingerprints bit for bit.
+murmur3 ``fmix64`` avalanche.  ``feature_hash`` is the same function for one feature
+string, so it can be handed to the ``simhash`` package as its ``hashfunc`` and reproduce
+our fingerprints bit for bit.
+
+No per-word or per-n-gram Python object is made.  Texts go in batches to a thread pool: a
+batch is normalised as one byte buffer (ASCII texts by a byte table; the rare non-ASCII
+text by Python's Unicode functions first), split and dictionary-encoded in Arrow, its
+distinct words hashed once, its n-grams folded in numpy, and its (text, feature) term
+counts kept as a sparse matrix over its distinct features (pandas ``factorize``).
+Document frequencies are the one global step: batches' distinct features are merged by
+hash in disjoint hash partitions, in parallel.  Bits are then weighted sums per batch.
 
 Bit ``b`` of a fingerprint is 1 iff the features with bit ``b`` set carry more than half of
 the text's total weight (the ``simhash`` package's rule, ties -> 0).  A feature's weight
