@@ -1,13 +1,14 @@
 """Stage I, last step: stratified train/test split, then the leakage check.
 
 Assignment is deterministic: within each stratum (a dimension's label), prompts are
-ordered by a seeded hash of their id and cut by the spec's fractions, so adding a prompt
-never moves the others. Train items within SimHash distance tau of a test item, or of
+ordered by a seeded hash of their id and cut at counts apportioned from the spec's
+fractions, so adding a prompt moves at most a cut point, not the order. Train items within SimHash distance tau of a test item, or of
 a named held-out evaluation set, leave train with the id they leak into.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -34,21 +35,37 @@ def assign_splits(prompt_ids: list[str], strata: list[str], fractions: dict[str,
     groups: dict[str, list[int]] = defaultdict(list)
     for index, stratum in enumerate(strata):
         groups[stratum].append(index)
-    names = sorted(fractions, key=lambda name: (name != "train", name))  # train first absorbs rounding
-    assignment = [""] * len(prompt_ids)
     for members in groups.values():
         members.sort(key=lambda i: stable_id(seed, prompt_ids[i]))
-        counts = {name: int(round(fractions[name] * len(members))) for name in names[1:]}
-        # Small strata still get no more than they can give; train keeps the rest.
-        cursor = 0
-        for name in names[1:]:
-            take = min(counts[name], len(members) - cursor - (1 if fractions["train"] > 0 and len(members) > 1 else 0))
-            for i in members[cursor:cursor + max(take, 0)]:
+    # When train is wanted, every stratum keeps at least one training example.
+    spare = {s: len(m) - (1 if fractions.get("train", 0) > 0 else 0) for s, m in groups.items()}
+    taken = dict.fromkeys(groups, 0)
+    assignment = ["train"] * len(prompt_ids)
+    for name in sorted(name for name in fractions if name != "train"):
+        counts = _apportion({s: fractions[name] * len(m) for s, m in groups.items()}, spare, seed)
+        for stratum, count in counts.items():
+            for i in groups[stratum][taken[stratum]:taken[stratum] + count]:
                 assignment[i] = name
-            cursor += max(take, 0)
-        for i in members[cursor:]:
-            assignment[i] = "train"
+            taken[stratum] += count
+            spare[stratum] -= count
     return assignment
+
+
+def _apportion(shares: dict[str, float], capacity: dict[str, int], seed: int) -> dict[str, int]:
+    """Whole counts per stratum that sum to ``round(sum(shares))`` as far as capacity allows
+    (largest remainders): rounding each stratum alone would give small strata nothing, and
+    a dataset of many small domains no test split at all.  Equal remainders are ordered by
+    a seeded hash of the stratum, not its name."""
+    counts = {s: min(math.floor(share), capacity[s]) for s, share in shares.items()}
+    missing = round(sum(shares.values())) - sum(counts.values())
+    by_remainder = sorted(shares, key=lambda s: (-(shares[s] - math.floor(shares[s])), stable_id(seed, s)))
+    for stratum in by_remainder:
+        if missing <= 0:
+            break
+        if counts[stratum] < capacity[stratum]:
+            counts[stratum] += 1
+            missing -= 1
+    return counts
 
 
 def split_and_check_leakage(table: pa.Table, fractions: dict[str, float], stratify_by: str | None, tau: int, seed: int,

@@ -27,6 +27,20 @@ def test_singleton_strata_stay_in_train() -> None:
     assert assign_splits(["a"], ["rare"], {"train": 0.5, "test": 0.5}, seed=1) == ["train"]
 
 
+def test_many_small_strata_still_give_the_test_fraction() -> None:
+    """30 domains of 3 prompts at 10 % test: rounding per domain would give no test item."""
+    ids = [f"p{i}" for i in range(90)]
+    strata = [f"domain{i // 3}" for i in range(90)]
+    splits = assign_splits(ids, strata, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=3)
+    assert splits.count("test") == 9 and splits.count("validation") == 9
+    for domain in set(strata):
+        members = [split for split, stratum in zip(splits, strata) if stratum == domain]
+        assert "train" in members  # every domain keeps a training example
+    other_seed = assign_splits(ids, strata, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=4)
+    assert {s for s, split in zip(strata, splits) if split == "test"} != {
+        s for s, split in zip(strata, other_seed) if split == "test"}  # ties are not broken by name
+
+
 def table_with(fingerprints: list[int], labels: list[str]) -> pa.Table:
     rows = [{"prompt_id": f"p{i}", "text": f"text {i}", "origin": "source", "parent_ids": [], "simhash": fp,
              "cultural_label": label} for i, (fp, label) in enumerate(zip(fingerprints, labels))]
