@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
@@ -43,7 +43,7 @@ from tasks.config import (
 from tasks.core import RowAccountingError, StepContext, StepResult, concat, merge_reports, reasons, run_step
 from tasks.dedup import Fingerprinter, remove_near_duplicates, with_fingerprints
 from tasks.engines.base import EngineUsage
-from tasks.engines.pool import EnginePool
+from tasks.engines.pool import EnginePool, PoolUsage, add_usage
 from tasks.expand import ExpansionResult, expand_domains
 from tasks.invariants import check_release
 from tasks.prompts import PromptLibrary
@@ -77,12 +77,27 @@ class BuildRun:
     start_usage: dict[str, EngineUsage] = field(default_factory=dict)
     reports: list[StageReport] = field(default_factory=list)
     rejects: list[pa.Table] = field(default_factory=list)
+    # Usage of shards that ran on other processes' pools (Dask workers): ours never sees it.
+    elsewhere_usage: dict[str, EngineUsage] = field(default_factory=dict)
+    elsewhere_roles: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def count_shard_usage(self, shard_usage: PoolUsage | None) -> None:
+        if shard_usage is None or shard_usage.pool_id == self.pool.pool_id:
+            return  # resumed from a checkpoint, or already counted by our own pool
+        self.elsewhere_usage = add_usage(self.elsewhere_usage, shard_usage.usage)
+        self.elsewhere_roles.update(shard_usage.roles)
+
+    def usage_by_engine(self) -> dict[str, EngineUsage]:
+        return add_usage(self.pool.usage_by_engine(), self.elsewhere_usage)
+
+    def roles(self) -> dict[tuple[str, str], str]:
+        return {**self.elsewhere_roles, **self.pool.roles()}
 
     def check_budget(self, stage: str, rows: pa.Table, where: str) -> None:
         """Stop before work whose upper-bound estimate could take the build past its budget."""
         if self.budget == Budget():
             return
-        spent = spend_between(self.start_usage, self.pool.usage_by_engine(), self.pool.roles(), self.context.profile)
+        spent = spend_between(self.start_usage, self.usage_by_engine(), self.roles(), self.context.profile)
         self.budget.check(spent, estimate_shard(stage, rows, self.spec, self.context.profile), where)
 
     @classmethod
@@ -132,14 +147,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 @task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 30],
       task_run_name="{stage}[{dataset} shard {number}/{total}]")
 def run_shard(stage: str, dataset: str, number: int, total: int, step: Callable, table: pa.Table, context: StepContext,
-              checkpoints: ShardCheckpoints, unit: str = "prompt") -> tuple[StepResult, StageReport]:
-    """One step over one shard, skipped when a previous run already finished it."""
+              checkpoints: ShardCheckpoints, unit: str = "prompt") -> tuple[StepResult, StageReport, PoolUsage | None]:
+    """One step over one shard, skipped when a previous run already finished it; with the
+    engine usage it caused (None when skipped)."""
     saved = checkpoints.load(stage, number)
     if saved is not None:
-        return saved
+        return (*saved, None)
+    pool = cast(EnginePool, context.engines)  # a build's context always carries its pool
+    usage_before = pool.usage_by_engine()
     result, report = run_step(stage, step, table, context, unit=unit)
     checkpoints.save(stage, number, result, report)
-    return result, report
+    return result, report, pool.usage_since(usage_before)
 
 
 def map_shards(run: BuildRun, stage: str, step: Callable, table: pa.Table, checkpoints: ShardCheckpoints,
@@ -151,6 +169,11 @@ def map_shards(run: BuildRun, stage: str, step: Callable, table: pa.Table, check
     in_flow = FlowRunContext.get() is not None
     budgeted = run.budget != Budget()
 
+    def counted(outcome: tuple[StepResult, StageReport, PoolUsage | None]) -> tuple[StepResult, StageReport]:
+        result, report, usage = outcome
+        run.count_shard_usage(usage)
+        return result, report
+
     def outcomes():
         # With a budget, shards go one at a time so each check sees what the last one spent.
         futures = []
@@ -159,12 +182,12 @@ def map_shards(run: BuildRun, stage: str, step: Callable, table: pa.Table, check
             if budgeted and checkpoints.load(stage, number) is None:
                 run.check_budget(stage, shard, f"{stage} shard {number}/{total}")
             if not in_flow:  # plain Python (scripts, the crash tests): no Prefect runs
-                yield run_shard.fn(*args)
+                yield counted(run_shard.fn(*args))
                 continue
             futures.append(run_shard.with_options(tags=[run.spec.name, stage]).submit(*args))
             if budgeted:
-                yield futures.pop().result()
-        yield from (future.result() for future in futures)
+                yield counted(futures.pop().result())
+        yield from (counted(future.result()) for future in futures)
 
     kept, side, reports = [], {}, []
     shard_done = artifacts.stage_progress(run.spec.name, stage, total)
@@ -247,7 +270,7 @@ def run_build(dataset: str, profile: str = "local", limit: int | None = None, re
     the build cleanly at a shard boundary: nothing is published, finished shards stay for the
     next run (a larger budget resumes from there)."""
     run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None)
-    run.budget, run.start_usage = budget, run.pool.usage_by_engine()
+    run.budget, run.start_usage = budget, run.usage_by_engine()
     try:
         return _build(run, rebuild)
     except BudgetExceeded as stop:
@@ -415,11 +438,11 @@ def _by_split(table: pa.Table) -> dict[str, pa.Table]:
 
 def _manifest(run: BuildRun, key: str, source: LoadedSource, expansion, before: dict, after: dict, published: dict,
               leakage: dict, started: float) -> Manifest:
-    usage = run.pool.usage_by_engine()
+    usage = run.usage_by_engine()
     # One entry per engine: roles and spec models that share it (the local profile runs every
     # generating role on one small model) are listed together, so its usage is counted once.
     shared: dict[str, tuple[list[str], list[str]]] = {}
-    for (role, spec_model), engine_name in sorted(run.pool.roles().items()):
+    for (role, spec_model), engine_name in sorted(run.roles().items()):
         roles, spec_models = shared.setdefault(engine_name, ([], []))
         if role not in roles:
             roles.append(role)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 
 import pytest
 
@@ -14,7 +15,7 @@ from tasks.classify import classify_shard
 from tasks.config import PROJECT_ROOT, PROMPTS_DIR, apply_profile, load_spec, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines.base import ChatRequest, EngineUsage, Message
-from tasks.engines.pool import EnginePool
+from tasks.engines.pool import EnginePool, add_usage
 from tasks.engines.scripted import ScriptedEngine
 from tasks.prompts import PromptLibrary
 from tasks.sources import load_source
@@ -70,6 +71,24 @@ def test_spend_between_two_readings_of_an_engine_pool() -> None:
     spend = spend_between(before, pool.usage_by_engine(), pool.roles(), profile)
     # gpt-4o: 2 requests x (3 prompt tokens x $1 + 1 answer token x $2); gemma: unpriced, 2 answer tokens.
     assert spend == Spend(requests=3, output_tokens=4, cost_usd=pytest.approx(10.0))
+
+
+def test_a_pickled_pool_reports_its_own_usage_since_a_reading() -> None:
+    """What a Dask worker's copy of the pool does comes back as a PoolUsage the build can tell
+    from its own (a new pool_id), with the roles needed to price it."""
+    profile = Profile(name="pool", description="scripted", default_engine=EngineConfig(
+        backend="scripted", scripted_answers={"": "Yes"}))
+    pool = EnginePool(profile, cache_path=None)
+    request = ChatRequest(messages=(Message(role="user", content="is this unsafe"),))
+    pool("rater", "gpt-4o").generate([request])
+    worker_copy = pickle.loads(pickle.dumps(pool))
+    before = worker_copy.usage_by_engine()
+    assert before == {}  # the copy holds configuration, not engines or their totals
+    worker_copy("rater", "gpt-4o").generate([request, request])
+    shard = worker_copy.usage_since(before)
+    assert shard.pool_id != pool.pool_id
+    assert [u.requests for u in shard.usage.values()] == [2] and shard.roles == pool.roles()
+    assert add_usage(pool.usage_by_engine(), shard.usage)[next(iter(shard.usage))].requests == 3
 
 
 def classify_within(budget: Budget) -> tuple[int, Spend, list[Spend]]:

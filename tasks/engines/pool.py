@@ -1,18 +1,41 @@
 """Engines by role for one build: created lazily from the profile, shared by the steps.
 
 The pool holds configuration, not loaded models, when pickled, so a Dask worker that
-receives it builds its own engines. Models that several roles share (the local profile
+receives it builds its own engines; what those engines do comes back to the build as a
+`PoolUsage` with the shard's result. Models that several roles share (the local profile
 maps every role to one small model) are loaded once.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from schemas.profile import EngineConfig, Profile
 from tasks.engines.base import Engine, EngineUsage
+
+
+def add_usage(*readings: Mapping[str, EngineUsage]) -> dict[str, EngineUsage]:
+    """Usage by engine name, summed over several readings."""
+    total: dict[str, EngineUsage] = {}
+    for reading in readings:
+        for name, usage in reading.items():
+            total[name] = total.get(name, EngineUsage()) + usage
+    return total
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """What one pool's engines did between two readings, and which engine served each
+    (role, spec model); `pool_id` tells the build whether that pool is its own."""
+
+    pool_id: str
+    usage: dict[str, EngineUsage] = field(default_factory=dict)
+    roles: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class EnginePool:
@@ -26,6 +49,7 @@ class EnginePool:
         self._roles: dict[tuple[str, str], str] = {}  # (role, spec model) -> engine key
         self._retired: dict[str, EngineUsage] = {}
         self._lock = threading.Lock()
+        self.pool_id = uuid.uuid4().hex
 
     def __call__(self, role: str, model_id: str) -> Engine:
         config = self.profile.engine_for(model_id)
@@ -63,11 +87,12 @@ class EnginePool:
 
     def usage_by_engine(self) -> dict[str, EngineUsage]:
         with self._lock:
-            usage = dict(self._retired)
-            for engine in self._engines.values():
-                name = f"{engine.backend}:{engine.model_id}"
-                usage[name] = usage.get(name, EngineUsage()) + engine.usage
-            return usage
+            return add_usage(self._retired, *({f"{e.backend}:{e.model_id}": e.usage} for e in self._engines.values()))
+
+    def usage_since(self, before: Mapping[str, EngineUsage]) -> PoolUsage:
+        """This pool's usage since the `before` reading of `usage_by_engine()`."""
+        since = {name: usage - before.get(name, EngineUsage()) for name, usage in self.usage_by_engine().items()}
+        return PoolUsage(self.pool_id, since, self.roles())
 
     def roles(self) -> dict[tuple[str, str], str]:
         return dict(self._roles)
@@ -80,3 +105,4 @@ class EnginePool:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self.pool_id = uuid.uuid4().hex  # a copy (a Dask worker's) counts calls the original never sees
