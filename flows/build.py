@@ -155,7 +155,11 @@ def run_shard(stage: str, dataset: str, number: int, total: int, step: Callable,
         return (*saved, None)
     pool = cast(EnginePool, context.engines)  # a build's context always carries its pool
     usage_before = pool.usage_by_engine()
-    result, report = run_step(stage, step, table, context, unit=unit)
+    try:
+        result, report = run_step(stage, step, table, context, unit=unit)
+    finally:
+        if pool.is_copy:  # a Dask worker's copy loaded models for this shard alone: free them now
+            pool.release()
     checkpoints.save(stage, number, result, report)
     return result, report, pool.usage_since(usage_before)
 

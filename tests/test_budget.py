@@ -75,7 +75,8 @@ def test_spend_between_two_readings_of_an_engine_pool() -> None:
 
 def test_a_pickled_pool_reports_its_own_usage_since_a_reading() -> None:
     """What a Dask worker's copy of the pool does comes back as a PoolUsage the build can tell
-    from its own (a new pool_id), with the roles needed to price it."""
+    from its own (a new pool_id), with the roles needed to price it, also after the copy has
+    released its engines."""
     profile = Profile(name="pool", description="scripted", default_engine=EngineConfig(
         backend="scripted", scripted_answers={"": "Yes"}))
     pool = EnginePool(profile, cache_path=None)
@@ -85,6 +86,8 @@ def test_a_pickled_pool_reports_its_own_usage_since_a_reading() -> None:
     before = worker_copy.usage_by_engine()
     assert before == {}  # the copy holds configuration, not engines or their totals
     worker_copy("rater", "gpt-4o").generate([request, request])
+    assert worker_copy.is_copy and not pool.is_copy
+    worker_copy.release()  # what a shard does with a copy's models before it returns
     shard = worker_copy.usage_since(before)
     assert shard.pool_id != pool.pool_id
     assert [u.requests for u in shard.usage.values()] == [2] and shard.roles == pool.roles()

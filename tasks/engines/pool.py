@@ -50,6 +50,7 @@ class EnginePool:
         self._retired: dict[str, EngineUsage] = {}
         self._lock = threading.Lock()
         self.pool_id = uuid.uuid4().hex
+        self.is_copy = False
 
     def __call__(self, role: str, model_id: str) -> Engine:
         config = self.profile.engine_for(model_id)
@@ -106,3 +107,4 @@ class EnginePool:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self.pool_id = uuid.uuid4().hex  # a copy (a Dask worker's) counts calls the original never sees
+        self.is_copy = True
