@@ -8,7 +8,7 @@ one, then the lowest prompt id.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -22,19 +22,25 @@ from tasks.core import StepResult, make_rejects
 @dataclass(frozen=True)
 class Fingerprinter:
     """Fingerprints with one IDF table, so prompts fingerprinted later (expansion,
-    held-out sets) live in the same space as the corpus the IDF came from."""
+    held-out sets) live in the same space as the corpus the IDF came from.  The corpus's
+    own fingerprints come from the same pass as the table."""
 
     config: simhash.FingerprintConfig
-    idf: dict[str, float] | None
+    idf: simhash.IdfTable | None
+    fitted_texts: tuple[str, ...] = ()
+    fitted_fingerprints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
     @classmethod
     def fit(cls, texts: Sequence[str], spec: DedupSpec) -> Fingerprinter:
-        config = fingerprint_config(spec)
-        return cls(config, simhash.compute_idf(texts, config) if config.weighting == "idf" else None)
+        config, texts = fingerprint_config(spec), tuple(texts)
+        if config.weighting != "idf":
+            return cls(config, None, texts, simhash.fingerprints(texts, config))
+        table, fitted = simhash.fit_and_fingerprint(texts, config)
+        return cls(config, table, texts, fitted)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros(0, dtype=np.uint64)
+        if tuple(texts) == self.fitted_texts:
+            return self.fitted_fingerprints.copy()
         return simhash.fingerprints(list(texts), self.config, idf=self.idf)
 
 

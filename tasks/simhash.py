@@ -67,7 +67,7 @@ import os
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, combinations
@@ -86,6 +86,8 @@ __all__ = [
     "shingles",
     "feature_hash",
     "compute_idf",
+    "IdfTable",
+    "fit_and_fingerprint",
     "weighted_shingles",
     "fingerprints",
     "hamming",
@@ -388,46 +390,93 @@ def _text_features(texts: Sequence[str], config: FingerprintConfig) -> _TextFeat
     return _TextFeatures(hashes, counts, np.bincount(counts.indices, minlength=len(hashes)))
 
 
-def _corpus_idf_weights(
-    batches: Sequence[_TextFeatures], n_texts: int, pool: ThreadPoolExecutor
-) -> list[np.ndarray]:
-    """Quantised smoothed idf of every batch's features, document frequencies summed over
-    all batches.  Features are matched across batches by hash, in ``_WORKERS`` disjoint
-    hash partitions merged in parallel."""
-    weights = [np.empty(len(batch.hashes)) for batch in batches]
-    partition = [batch.hashes % np.uint64(_WORKERS) for batch in batches]
+def _featurise(texts: list[str], config: FingerprintConfig, pool: ThreadPoolExecutor) -> list[_TextFeatures]:
+    batches = [texts[start:start + _TEXTS_PER_BATCH] for start in range(0, len(texts), _TEXTS_PER_BATCH)]
+    return list(pool.map(lambda batch: _text_features(batch, config), batches))
 
-    def merge(part: int) -> None:
-        members = [np.flatnonzero(owner == part) for owner in partition]
-        feature_id, _ = pd.factorize(np.concatenate([b.hashes[m] for b, m in zip(batches, members)]))
+
+def _thread_pool(texts: Sequence[str]) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, min(_WORKERS, -(-len(texts) // _TEXTS_PER_BATCH))))
+
+
+@dataclass(frozen=True)
+class _FeaturePartition:
+    """The distinct features (by hash) of one hash partition over all batches, with their
+    document frequencies; batch ``b``'s columns ``columns[b]`` are features ``feature[b]``."""
+    hashes: np.ndarray
+    document_frequency: np.ndarray
+    columns: list[np.ndarray]
+    feature: list[np.ndarray]
+
+
+def _partition_features(batches: Sequence[_TextFeatures], pool: ThreadPoolExecutor) -> list[_FeaturePartition]:
+    """Batches' features matched across batches by hash, in ``_WORKERS`` disjoint hash
+    partitions merged in parallel (each merge is a pandas ``factorize``)."""
+    if not batches:
+        return []
+    owner = [batch.hashes % np.uint64(_WORKERS) for batch in batches]
+
+    def merge(part: int) -> _FeaturePartition:
+        columns = [np.flatnonzero(batch_owner == part) for batch_owner in owner]
+        feature_id, hashes = pd.factorize(np.concatenate([b.hashes[c] for b, c in zip(batches, columns)]))
         document_frequency = np.bincount(
-            feature_id, weights=np.concatenate([b.document_frequency[m] for b, m in zip(batches, members)])
+            feature_id, weights=np.concatenate([b.document_frequency[c] for b, c in zip(batches, columns)]),
+            minlength=len(hashes),
         )
-        part_weights = _quantize(_smooth_idf(document_frequency, n_texts))[feature_id]
-        for batch_weights, rows, piece in zip(
-            weights, members, np.split(part_weights, np.cumsum([len(m) for m in members])[:-1])
-        ):
-            batch_weights[rows] = piece
+        return _FeaturePartition(hashes, document_frequency, columns,
+                                 np.split(feature_id, np.cumsum([len(c) for c in columns])[:-1]))
 
-    list(pool.map(merge, range(_WORKERS)))
+    return list(pool.map(merge, range(_WORKERS)))
+
+
+def _corpus_idf_weights(
+    batches: Sequence[_TextFeatures], partitions: Sequence[_FeaturePartition], n_texts: int
+) -> list[np.ndarray]:
+    """Quantised smoothed idf of every batch's features, from document frequencies over all batches."""
+    weights = [np.empty(len(batch.hashes)) for batch in batches]
+    for partition in partitions:
+        partition_weights = _quantize(_smooth_idf(partition.document_frequency, n_texts))
+        for batch_weights, columns, feature in zip(weights, partition.columns, partition.feature):
+            batch_weights[columns] = partition_weights[feature]
     return weights
 
 
-def _table_weights(idf: dict[str, float], config: FingerprintConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """Lookup of quantised idf by feature hash in a supplied table (unknown -> rarest)."""
-    default = _quantize(_default_idf(idf))
-    table_hashes = np.fromiter((feature_hash(f, config) for f in idf), dtype=np.uint64, count=len(idf))
-    table_weights = _quantize(np.fromiter(idf.values(), dtype=np.float64, count=len(idf)))
-    order = np.argsort(table_hashes)
-    table_hashes, table_weights = table_hashes[order], table_weights[order]
+@dataclass(frozen=True)
+class IdfTable:
+    """Quantised idf by feature hash: fit once on a corpus, then fingerprint other texts
+    (generated prompts, held-out sets) in the same weighting.  Features the table does
+    not know count as its rarest feature."""
 
-    def lookup(feature_hashes: np.ndarray) -> np.ndarray:
-        if not len(table_hashes):
+    hashes: np.ndarray  # sorted uint64 feature hashes
+    weights: np.ndarray  # their idf in units of 2**-16
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], config: FingerprintConfig) -> IdfTable:
+        """The table ``fingerprints(texts, config)`` weighs with (``compute_idf``, vectorised)."""
+        texts = list(texts)
+        with _thread_pool(texts) as pool:
+            return cls._from_partitions(_partition_features(_featurise(texts, config, pool), pool), len(texts))
+
+    @classmethod
+    def _from_partitions(cls, partitions: Sequence[_FeaturePartition], n_texts: int) -> IdfTable:
+        hashes = np.concatenate([p.hashes for p in partitions] + [np.zeros(0, dtype=np.uint64)])
+        frequencies = np.concatenate([p.document_frequency for p in partitions] + [np.zeros(0)])
+        order = np.argsort(hashes)
+        return cls(hashes[order], _quantize(_smooth_idf(frequencies[order], n_texts)))
+
+    @classmethod
+    def from_mapping(cls, idf: Mapping[str, float], config: FingerprintConfig) -> IdfTable:
+        """A ``compute_idf``-style table of feature strings."""
+        hashes = np.fromiter((feature_hash(f, config) for f in idf), dtype=np.uint64, count=len(idf))
+        order = np.argsort(hashes)
+        return cls(hashes[order], _quantize(np.fromiter(idf.values(), dtype=np.float64, count=len(idf)))[order])
+
+    def lookup(self, feature_hashes: np.ndarray) -> np.ndarray:
+        default = self.weights.max() if len(self.weights) else _quantize(1.0)
+        if not len(self.hashes):
             return np.full(len(feature_hashes), default)
-        slot = np.minimum(np.searchsorted(table_hashes, feature_hashes), len(table_hashes) - 1)
-        return np.where(table_hashes[slot] == feature_hashes, table_weights[slot], default)
-
-    return lookup
+        slot = np.minimum(np.searchsorted(self.hashes, feature_hashes), len(self.hashes) - 1)
+        return np.where(self.hashes[slot] == feature_hashes, self.weights[slot], default)
 
 
 # Row v: the 8 bits of byte value v, least significant first.
@@ -460,29 +509,44 @@ def _simhash(batch: _TextFeatures, feature_weights: np.ndarray, bits: int) -> np
 
 
 def fingerprints(
-    texts: Sequence[str], config: FingerprintConfig, idf: dict[str, float] | None = None
+    texts: Sequence[str], config: FingerprintConfig, idf: IdfTable | Mapping[str, float] | None = None
 ) -> np.ndarray:
     """SimHash fingerprint (uint64, low ``config.bits`` bits used) of every text.
 
     With ``weighting == "idf"`` and ``idf`` None the idf table comes from ``texts``; pass a
-    shared table (``compute_idf``) to compare fingerprints of different corpora.  Empty
-    texts get fingerprint 0.  Batches of texts are featurised and hashed on a few threads
-    (Arrow, pandas, scipy and numpy release the GIL); only document frequencies are global.
+    shared table (``IdfTable.fit``, or ``compute_idf``'s mapping) to compare fingerprints of
+    different corpora.  Empty texts get fingerprint 0.  Batches of texts are featurised and
+    hashed on a few threads (Arrow, pandas, scipy and numpy release the GIL); only document
+    frequencies are global.
     """
     texts = list(texts)
-    if not texts:
-        return np.zeros(0, dtype=np.uint64)
-    batch_texts = [texts[start:start + _TEXTS_PER_BATCH] for start in range(0, len(texts), _TEXTS_PER_BATCH)]
-    with ThreadPoolExecutor(max_workers=min(_WORKERS, len(batch_texts))) as pool:
-        batches = list(pool.map(lambda batch: _text_features(batch, config), batch_texts))
+    table = IdfTable.from_mapping(idf, config) if isinstance(idf, Mapping) else idf
+    with _thread_pool(texts) as pool:
+        batches = _featurise(texts, config, pool)
         if config.weighting == "tf":
             feature_weights = [np.ones(len(batch.hashes)) for batch in batches]
-        elif idf is not None:
-            feature_weights = list(map(_table_weights(idf, config), (batch.hashes for batch in batches)))
+        elif table is not None:
+            feature_weights = list(pool.map(lambda batch: table.lookup(batch.hashes), batches))
         else:
-            feature_weights = _corpus_idf_weights(batches, len(texts), pool)
-        pieces = pool.map(lambda batch, weights: _simhash(batch, weights, config.bits), batches, feature_weights)
-        return np.concatenate(list(pieces))
+            feature_weights = _corpus_idf_weights(batches, _partition_features(batches, pool), len(texts))
+        return _fingerprint_bits(batches, feature_weights, config, pool)
+
+
+def fit_and_fingerprint(texts: Sequence[str], config: FingerprintConfig) -> tuple[IdfTable, np.ndarray]:
+    """``IdfTable.fit(texts, config)`` and ``fingerprints(texts, config)`` in one pass."""
+    texts = list(texts)
+    with _thread_pool(texts) as pool:
+        batches = _featurise(texts, config, pool)
+        partitions = _partition_features(batches, pool)
+        feature_weights = _corpus_idf_weights(batches, partitions, len(texts))
+        table = IdfTable._from_partitions(partitions, len(texts))
+        return table, _fingerprint_bits(batches, feature_weights, config, pool)
+
+
+def _fingerprint_bits(batches: Sequence[_TextFeatures], feature_weights: Sequence[np.ndarray],
+                      config: FingerprintConfig, pool: ThreadPoolExecutor) -> np.ndarray:
+    pieces = pool.map(lambda batch, weights: _simhash(batch, weights, config.bits), batches, feature_weights)
+    return np.concatenate([*pieces, np.zeros(0, dtype=np.uint64)])
 
 
 # ---------------------------------------------------------------------------

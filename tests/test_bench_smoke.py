@@ -17,6 +17,7 @@ def test_dedup_bench_quick(tmp_path: Path) -> None:
         assert 0.0 <= row["planted_recall"] <= 1.0
         assert row["planted_precision"] > 0.9
         assert row["sampled_recall_all_pairs"] >= 0.99
+        assert row["fit_fingerprints_equal"]
     for row in results["exact_recall"]:
         assert row["precision"] == 1.0 and row["recall"] >= 0.99
     baselines = {row["method"]: row for row in results["baselines"]}

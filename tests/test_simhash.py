@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tasks import simhash as engine
 from tasks.simhash import (
     FingerprintConfig,
+    IdfTable,
     cluster_keep,
     compute_idf,
     cross_pairs,
@@ -165,7 +166,30 @@ def test_fingerprint_edge_cases() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_own_idf_equals_supplied_idf(config: FingerprintConfig) -> None:
     texts = random_texts(np.random.default_rng(5), 60)
-    assert np.array_equal(fingerprints(texts, config), fingerprints(texts, config, idf=compute_idf(texts, config)))
+    own = fingerprints(texts, config)
+    assert np.array_equal(own, fingerprints(texts, config, idf=compute_idf(texts, config)))
+    assert np.array_equal(own, fingerprints(texts, config, idf=IdfTable.fit(texts, config)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(WORDS[:6] + [",", "É", "\t"]), max_size=10).map(" ".join), max_size=12),
+       st.sampled_from(CONFIGS), st.integers(1, 3))
+def test_fitted_idf_table_equals_compute_idf(texts: list[str], config: FingerprintConfig, batch_size: int) -> None:
+    """The vectorised fit (batched, merged in hash partitions) is the reference ``compute_idf``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "_TEXTS_PER_BATCH", batch_size)
+        fitted = IdfTable.fit(texts, config)
+    reference = IdfTable.from_mapping(compute_idf(texts, config), config)
+    assert np.array_equal(fitted.hashes, reference.hashes) and np.array_equal(fitted.weights, reference.weights)
+
+
+def test_idf_table_fitted_on_one_corpus_weighs_another() -> None:
+    config = FingerprintConfig()
+    corpus, others = random_texts(np.random.default_rng(9), 50), ["alpha bravo zzz-unknown words", ""]
+    table = IdfTable.fit(corpus, config)
+    assert np.array_equal(fingerprints(others, config, idf=table),
+                          fingerprints(others, config, idf=compute_idf(corpus, config)))
+    assert IdfTable.fit([], config).lookup(np.array([1, 2], dtype=np.uint64)).tolist() == [65536.0, 65536.0]
 
 
 def test_unknown_features_take_the_rarest_idf() -> None:
@@ -441,3 +465,18 @@ def test_minhash_pairs_find_planted_near_duplicates() -> None:
     pairs = set(map(tuple, minhash_near_duplicate_pairs(texts, threshold=0.7).tolist()))
     assert set(planted) <= pairs
     assert len(pairs) <= len(planted) + 2
+
+
+def test_fingerprinter_reuses_its_fit_pass_and_weighs_other_texts_with_the_corpus_idf() -> None:
+    from schemas.spec import DedupSpec
+    from tasks.dedup import Fingerprinter
+
+    corpus = random_texts(np.random.default_rng(10), 40)
+    fingerprinter = Fingerprinter.fit(corpus, DedupSpec())
+    config = fingerprinter.config
+    assert np.array_equal(fingerprinter(corpus), fingerprints(corpus, config))
+    others = random_texts(np.random.default_rng(11), 5)
+    assert np.array_equal(fingerprinter(others), fingerprints(others, config, idf=compute_idf(corpus, config)))
+    assert fingerprinter([]).shape == (0,)
+    tf = Fingerprinter.fit(corpus, DedupSpec(weighting="tf"))
+    assert tf.idf is None and np.array_equal(tf(others), fingerprints(others, tf.config))
