@@ -17,6 +17,8 @@ distinct words hashed once, its n-grams folded in numpy, and its (text, feature)
 counts kept as a sparse matrix over its distinct features (pandas ``factorize``).
 Document frequencies are the one global step: batches' distinct features are merged by
 hash in disjoint hash partitions, in parallel.  Bits are then weighted sums per batch.
+``IdfTable.fit`` is the same pass kept as a table (``compute_idf`` is its readable
+reference), so prompts fingerprinted later weigh their features like the corpus did.
 
 Bit ``b`` of a fingerprint is 1 iff the features with bit ``b`` set carry more than half of
 the text's total weight (the ``simhash`` package's rule, ties -> 0).  A feature's weight
