@@ -2,8 +2,9 @@
 
 Assignment is deterministic: within each stratum (a dimension's label), prompts are
 ordered by a seeded hash of their id and cut at counts apportioned from the spec's
-fractions, so adding a prompt moves at most a cut point, not the order. Train items within SimHash distance tau of a test item, or of
-a named held-out evaluation set, leave train with the id they leak into.
+fractions, so adding a prompt moves at most a cut point, not the order. Train items
+within SimHash distance tau of a test item, or of a named held-out evaluation set, leave
+train with the id they leak into.
 """
 
 from __future__ import annotations
@@ -37,17 +38,16 @@ def assign_splits(prompt_ids: list[str], strata: list[str], fractions: dict[str,
         groups[stratum].append(index)
     for members in groups.values():
         members.sort(key=lambda i: stable_id(seed, prompt_ids[i]))
-    # When train is wanted, every stratum keeps at least one training example.
-    spare = {s: len(m) - (1 if fractions.get("train", 0) > 0 else 0) for s, m in groups.items()}
+    kept_for_train = 1 if fractions.get("train", 0) > 0 else 0  # every stratum keeps a training example
     taken = dict.fromkeys(groups, 0)
     assignment = ["train"] * len(prompt_ids)
     for name in sorted(name for name in fractions if name != "train"):
-        counts = _apportion({s: fractions[name] * len(m) for s, m in groups.items()}, spare, seed)
+        capacity = {s: len(m) - kept_for_train - taken[s] for s, m in groups.items()}
+        counts = _apportion({s: fractions[name] * len(m) for s, m in groups.items()}, capacity, seed)
         for stratum, count in counts.items():
             for i in groups[stratum][taken[stratum]:taken[stratum] + count]:
                 assignment[i] = name
             taken[stratum] += count
-            spare[stratum] -= count
     return assignment
 
 
