@@ -225,7 +225,8 @@ def _quantize(weight: np.ndarray) -> np.ndarray:
 
 
 def compute_idf(texts: Sequence[str], config: FingerprintConfig) -> dict[str, float]:
-    """Smoothed idf of every feature of ``texts``; the table ``fingerprints`` builds itself."""
+    """Smoothed idf of every feature of ``texts``, by feature string: the readable reference
+    for ``IdfTable.fit``, which computes the same table vectorised (and which builds use)."""
     document_frequency = Counter(chain.from_iterable(set(shingles(t, config)) for t in texts))
     features = list(document_frequency)
     values = _smooth_idf(np.array([document_frequency[f] for f in features], dtype=np.float64), len(texts))
