@@ -14,6 +14,7 @@ import yaml
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see flows/cli.py
 
 from schemas.profile import EngineConfig, Profile
+from schemas.spec import DatasetSpec, DimensionSpec, ExpansionSpec, RealSource, ResponseSpec, RoleModels, SourceSpec
 from tasks.config import DATA_DIR, PROMPTS_DIR, apply_profile, load_spec, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines.base import ChatRequest, Completion, Engine
@@ -36,6 +37,19 @@ class CallbackEngine(Engine):
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         self.batches.append(list(requests))
         return [self.answer(request) for request in requests]
+
+
+def inline_spec(dimensions: Sequence[str], models: RoleModels, responses: ResponseSpec) -> DatasetSpec:
+    """A dataset spec built in memory for step tests: only dimensions, models and responses vary."""
+    return DatasetSpec(
+        name="test", title="Test", description="step test spec", paper="p", license="cc-by-4.0",
+        source=SourceSpec(name="src", real=RealSource(hub_id="org/data", license="mit"), sample="data/samples/none.jsonl",
+                          format="jsonl", text_column="text"),
+        dimensions=tuple(DimensionSpec(name=d, taxonomy=d) for d in dimensions),
+        models=models,
+        expansion=ExpansionSpec(dimension=dimensions[0]),
+        responses=responses,
+    )
 
 
 @pytest.fixture(scope="session")

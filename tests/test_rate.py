@@ -9,21 +9,13 @@ import pytest
 
 from schemas.profile import Profile
 from schemas.records import RATING_SCHEMA, prompt_schema
-from schemas.spec import (
-    DatasetSpec,
-    DimensionSpec,
-    ExpansionSpec,
-    RealSource,
-    ResponseSpec,
-    RoleModels,
-    SourceSpec,
-)
+from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.config import PROMPTS_DIR
 from tasks.core import StepContext, run_step
 from tasks.engines.base import Choice, Completion, Engine
 from tasks.prompts import PromptLibrary
 from tasks.rate import match_label, rate_conversations
-from tests.conftest import CallbackEngine
+from tests.conftest import CallbackEngine, inline_spec
 
 SCALE = ("Yes", "No", "Unsure")
 CONVERSATIONS = [
@@ -38,15 +30,8 @@ def said(text: str, logprobs: dict[str, float] | None = None) -> Completion:
 
 
 def rater_spec(raters: tuple[str, ...]) -> DatasetSpec:
-    return DatasetSpec(
-        name="demo", title="Demo", description="raters test", paper="p", license="cc-by-4.0",
-        source=SourceSpec(name="dices", real=RealSource(hub_id="org/dices", license="cc-by-4.0"),
-                          sample="data/samples/none.jsonl", format="jsonl", text_column="text"),
-        dimensions=(DimensionSpec(name="safety", taxonomy="safety"),),
-        models=RoleModels(classifier="clf", expander="exp", raters=raters),
-        expansion=ExpansionSpec(dimension="safety"),
-        responses=ResponseSpec(mode="raters", targets=(), rating_scale=SCALE),
-    )
+    return inline_spec(("safety",), RoleModels(classifier="clf", expander="exp", raters=raters),
+                       ResponseSpec(mode="raters", targets=(), rating_scale=SCALE))
 
 
 def conversations() -> pa.Table:

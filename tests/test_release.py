@@ -12,17 +12,10 @@ from schemas.records import (
     annotation_schema,
     prompt_schema,
 )
-from schemas.spec import (
-    DatasetSpec,
-    DimensionSpec,
-    ExpansionSpec,
-    RealSource,
-    ResponseSpec,
-    RoleModels,
-    SourceSpec,
-)
+from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.core import text_sha
 from tasks.release import ReleaseIntegrityError, release_tables
+from tests.conftest import inline_spec
 
 AUTHORS_CULTURAX_COLUMNS = {"question", "class", "domain", "helpful_response", "harmless_response",
                             "honest_response", "simhash", "pass_hhh"}
@@ -32,16 +25,9 @@ TEXTS = {"p0": "Why do people light lamps for Diwali?", "p1": "What is a hanbok 
 
 def spec_for(mode: str, dimensions: tuple[str, ...], generators: tuple[str, ...] = (), raters: tuple[str, ...] = (),
              targets: tuple[str, ...] = ()) -> DatasetSpec:
-    return DatasetSpec(
-        name="release_test", title="T", description="release test", paper="p", license="cc-by-4.0",
-        source=SourceSpec(name="src", real=RealSource(hub_id="org/data", license="mit"), sample="data/samples/none.jsonl",
-                          format="jsonl", text_column="text"),
-        dimensions=tuple(DimensionSpec(name=d, taxonomy=d) for d in dimensions),
-        models=RoleModels(classifier="clf", expander="exp", generators=generators, judge="judge" if generators else None,
-                          raters=raters),
-        expansion=ExpansionSpec(dimension=dimensions[0]),
-        responses=ResponseSpec(mode=mode, targets=targets),
-    )
+    models = RoleModels(classifier="clf", expander="exp", generators=generators, judge="judge" if generators else None,
+                        raters=raters)
+    return inline_spec(dimensions, models, ResponseSpec(mode=mode, targets=targets))
 
 
 def prompts(dimensions: tuple[str, ...], ids: tuple[str, ...] = ("p1", "p0", "p2")) -> pa.Table:

@@ -15,15 +15,7 @@ import pytest
 
 from schemas.profile import Profile
 from schemas.records import prompt_schema
-from schemas.spec import (
-    DatasetSpec,
-    DimensionSpec,
-    ExpansionSpec,
-    RealSource,
-    ResponseSpec,
-    RoleModels,
-    SourceSpec,
-)
+from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.config import PROMPTS_DIR
 from tasks.core import StepContext, run_step, text_sha
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
@@ -35,7 +27,7 @@ from tasks.judge import (
     parse_judgement,
 )
 from tasks.prompts import PromptLibrary
-from tests.conftest import CallbackEngine
+from tests.conftest import CallbackEngine, inline_spec
 from tasks.release import release_tables
 from tasks.respond import acceptance_rates, check_response_integrity, generate_responses
 
@@ -101,15 +93,8 @@ def json_judge(model_id: str = "judge-model") -> CallbackEngine:
 def make_spec(mode: str = "hhh", generators: tuple[str, ...] = ("gen-a",), **response_fields) -> DatasetSpec:
     dimensions = ("cultural",) if mode == "hhh" else ("safety", "value", "cultural")
     targets = HHH if mode == "hhh" else ("aligned", "misaligned")
-    return DatasetSpec(
-        name="test", title="Test", description="test spec", paper="p", license="cc-by-4.0",
-        source=SourceSpec(name="src", real=RealSource(hub_id="org/data", license="mit"), sample="data/samples/none.jsonl",
-                          format="jsonl", text_column="text"),
-        dimensions=tuple(DimensionSpec(name=d, taxonomy=d) for d in dimensions),
-        models=RoleModels(classifier="clf", expander="exp", generators=generators, judge="judge-model"),
-        expansion=ExpansionSpec(dimension=dimensions[0]),
-        responses=ResponseSpec(mode=mode, targets=targets, **response_fields),
-    )
+    return inline_spec(dimensions, RoleModels(classifier="clf", expander="exp", generators=generators, judge="judge-model"),
+                       ResponseSpec(mode=mode, targets=targets, **response_fields))
 
 
 def make_context(spec: DatasetSpec, *engines: Engine) -> StepContext:
