@@ -5,11 +5,11 @@
 
 Compares the packaged all-MiniLM-L6-v2 embedding classifier (the local profile's) with
 SmolLM2-135M-Instruct label scoring, both through the pipeline's own path
-(`tasks.classify.classify_texts`). Labelled sets: `data/samples/labelled_safety.jsonl` (14
+(`tasks.stage1.classify.classify_texts`). Labelled sets: `data/samples/labelled_safety.jsonl` (14
 safety domains + None) and `data/samples/labelled_cultural.jsonl` (30 CULTURAX subdomains +
 None), written for this project. Classification runs once at threshold 0.0, so every prompt
 gets its top-1 label and that label's probability; a prompt is decided at delta when the
-probability reaches delta, exactly as `tasks.classify.decide` would rule at that threshold.
+probability reaches delta, exactly as `tasks.stage1.classify.decide` would rule at that threshold.
 Reports top-1 accuracy, accuracy among decided prompts and the Unknown rate at the spec's delta
 and at 0.3, macro-F1 of the top-1 labels, seconds and prompts/s (model load excluded).
 Results are printed and written to bench/results/classifier_accuracy.json.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.profile import EngineConfig, Profile
-from tasks.classify import LabelDecision, classify_texts
+from tasks.stage1.classify import LabelDecision, classify_texts
 from tasks.config import DATA_DIR, PROMPTS_DIR, load_spec, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines import create_engine

@@ -1,4 +1,4 @@
-"""Near-duplicate / leakage benchmark for ``tasks.simhash``.
+"""Near-duplicate / leakage benchmark for ``tasks.dedup.simhash``.
 
     python -m bench.dedup_bench            # 400,000 prompts (a few minutes)
     python -m bench.dedup_bench --quick    # tiny smoke run (seconds)
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import simhash as simhash_package
 
-from tasks.simhash import (
+from tasks.dedup.simhash import (
     FingerprintConfig,
     compute_idf,
     feature_hash,

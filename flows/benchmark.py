@@ -12,10 +12,10 @@ Method, in order:
    repetition penalty 1.1, seed 42 + run; raters are greedy and run once).
 3. The spec's judge, loaded once, gives closed-choice verdicts on all the answers
    (generate mode and CULTURAX only).
-4. Figures (tasks.evaluate on tasks.metrics) with bootstrap intervals over items, and per
+4. Figures (tasks.benchmark.evaluate on tasks.benchmark.metrics) with bootstrap intervals over items, and per
    model requests, tokens, latency, throughput, cold start and GPU peak.
 5. items.parquet, summary.parquet, report.md, run.json and the plots are written next to
-   the version, atomically (tasks.benchmark_report); in a flow run the headline table and
+   the version, atomically (tasks.benchmark.report); in a flow run the headline table and
    the report also become Prefect artifacts.
 """
 
@@ -39,15 +39,15 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.spec import DatasetSpec
-from tasks.benchmark_report import RunInfo, summary_records, write_results
+from tasks.benchmark.report import RunInfo, summary_records, write_results
 from tasks.config import PROMPTS_DIR, alignforge_home, load_profile
 from tasks.engines.pool import EnginePool
-from tasks.evaluate import (
+from tasks.benchmark.evaluate import (
     EVALUATION_SAMPLING, SEMANTIC_TYPE_TAXONOMY, BenchmarkData, EngineSource, EvaluationSettings, answer_items,
     benchmark_data, benchmark_kind, headline, item_table, judge_all, summarise,
 )
 from tasks.prompts import PromptLibrary
-from tasks.store import DatasetStore
+from tasks.release.store import DatasetStore
 
 MODES = ("detect", "generate")
 StepRunner = Callable[..., Any]  # (label, function, *args, **kwargs) -> function's result

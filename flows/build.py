@@ -31,28 +31,29 @@ from schemas.manifest import ExpansionOutcome, Manifest, ModelUse, SourceFingerp
 from schemas.records import REJECT_SCHEMA
 from flows.plan import make_plan
 from flows.progress import report as progress_report
-from tasks import __version__, artifacts
-from tasks.budget import Budget, BudgetExceeded, estimate_shard, spend_between
-from tasks.card import render_card
-from tasks.plan import plan_totals
-from tasks.checkpoint import ShardCheckpoints
-from tasks.classify import classify_shard
+from tasks import __version__
+from flows import artifacts
+from tasks.planning.budget import Budget, BudgetExceeded, estimate_shard, spend_between
+from tasks.release.card import render_card
+from tasks.planning.plan import plan_totals
+from tasks.release.checkpoint import ShardCheckpoints
+from tasks.stage1.classify import classify_shard
 from tasks.config import (
     PROJECT_ROOT, PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for,
 )
 from tasks.core import RowAccountingError, StepContext, StepResult, concat, merge_reports, reasons, run_step
-from tasks.dedup import Fingerprinter, remove_near_duplicates, with_fingerprints
+from tasks.dedup.near_duplicates import Fingerprinter, remove_near_duplicates, with_fingerprints
 from tasks.engines.base import EngineUsage
 from tasks.engines.pool import EnginePool, PoolUsage, add_usage
-from tasks.expand import ExpansionResult, expand_domains
-from tasks.invariants import check_release
+from tasks.stage1.expand import ExpansionResult, expand_domains
+from tasks.release.invariants import check_release
 from tasks.prompts import PromptLibrary
-from tasks.rate import rate_conversations
-from tasks.release import release_tables
-from tasks.respond import generate_responses, responses_of
-from tasks.sources import LoadedSource, load_source
-from tasks.split import split_and_check_leakage
-from tasks.store import DatasetStore
+from tasks.stage2.rate import rate_conversations
+from tasks.release.tables import release_tables
+from tasks.stage2.respond import generate_responses, responses_of
+from tasks.stage1.sources import LoadedSource, load_source
+from tasks.stage1.split import split_and_check_leakage
+from tasks.release.store import DatasetStore
 
 # Stage II by response mode: a fifth dataset with a new kind of Stage II adds one entry.
 STAGE_TWO: dict[str, tuple[str, Callable[[pa.Table, StepContext], StepResult]]] = {

@@ -19,7 +19,7 @@ HomeOption = Annotated[Optional[Path], typer.Option(help="Data home (default $AL
 
 def _store(home: Path | None):
     from tasks.config import alignforge_home
-    from tasks.store import DatasetStore
+    from tasks.release.store import DatasetStore
 
     return DatasetStore(home or alignforge_home())
 
@@ -111,7 +111,7 @@ def export(dataset: str, repo_id: Annotated[str, typer.Option("--repo-id", help=
            version: Annotated[Optional[str], typer.Option()] = None,
            private: Annotated[bool, typer.Option(help="Create the repo private")] = False, home: HomeOption = None) -> None:
     """Push a version to the Hugging Face Hub as one commit, tagged with the version."""
-    from tasks.export import export_version
+    from tasks.release.export import export_version
 
     store = _store(home)
     result = export_version(store, dataset, version or store.latest(dataset), repo_id, private=private)

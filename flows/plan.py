@@ -2,7 +2,7 @@
 
 `make_plan` gathers a plan's inputs (source rows counted without loading the source, the
 bundled sample's prompts, offline tokenizers, measured throughputs) and hands them to the
-pure estimate (`tasks.plan.estimate_build`). `plan_command` prints it; the `plan-build`
+pure estimate (`tasks.planning.plan.estimate_build`). `plan_command` prints it; the `plan-build`
 flow writes it as a markdown artifact (the build flow's dry run).
 """
 
@@ -22,7 +22,7 @@ from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.config import apply_profile, load_profile, load_spec
 from tasks.engines import create_engine
-from tasks.plan import (
+from tasks.planning.plan import (
     BuildPlan, cached_throughputs, calibrate, count_source_rows, engine_label, estimate_build, load_token_counters,
     plan_totals, render_plan, render_plan_markdown, sample_prompts, spec_models,
 )

@@ -18,11 +18,12 @@ import pytest
 from flows.benchmark import BenchmarkOptions, run_benchmark
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.spec import DatasetSpec
-from tasks import evaluate, metrics
+from tasks.benchmark import evaluate
+from tasks.benchmark import metrics
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
 from tasks.engines.scripted import Answer, ScriptedEngine
-from tasks.evaluate import EvaluationSettings
-from tasks.store import DatasetStore
+from tasks.benchmark.evaluate import EvaluationSettings
+from tasks.release.store import DatasetStore
 
 JUDGE = "judge/model"
 RATER = "build/rater"

@@ -10,15 +10,15 @@ import pickle
 import pytest
 
 from schemas.profile import EngineConfig, Profile
-from tasks.budget import Budget, BudgetExceeded, Spend, estimate_shard, spend_between, usage_since
-from tasks.classify import classify_shard
+from tasks.planning.budget import Budget, BudgetExceeded, Spend, estimate_shard, spend_between, usage_since
+from tasks.stage1.classify import classify_shard
 from tasks.config import PROJECT_ROOT, PROMPTS_DIR, apply_profile, load_spec, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines.base import ChatRequest, EngineUsage, Message
 from tasks.engines.pool import EnginePool, add_usage
 from tasks.engines.scripted import ScriptedEngine
 from tasks.prompts import PromptLibrary
-from tasks.sources import load_source
+from tasks.stage1.sources import load_source
 
 CLASSIFIER = "mistralai/Mistral-7B-Instruct-v0.3"
 PROFILE = Profile(name="budget-test", description="scripted classifier, four shards of eight prompts",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from flows.build import run_build
-from tasks.budget import Budget
+from tasks.planning.budget import Budget
 from tests.conftest import write_scripted_culturax
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from flows.build import build_dataset
 from tasks.config import DATA_DIR
-from tasks.store import DatasetStore
+from tasks.release.store import DatasetStore
 from tests.tiny_model import build_tiny_model
 
 

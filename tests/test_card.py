@@ -16,9 +16,9 @@ from schemas.manifest import ExpansionOutcome, Manifest, ModelUse, SourceFingerp
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from schemas.spec import DatasetSpec, DimensionSpec, ExpansionSpec, RealSource, ResponseSpec, RoleModels, SourceSpec
 from schemas.taxonomy import Domain, SpecialLabel, Taxonomy
-from tasks.card import render_card, size_category
+from tasks.release.card import render_card, size_category
 from tasks.config import load_spec, spec_names, taxonomies_for
-from tasks.store import DatasetStore
+from tasks.release.store import DatasetStore
 
 KEY = "c0ffee1234" + "0" * 54
 SIZE_CATEGORIES = Path(datasets.__file__).parent / "utils" / "resources" / "size_categories.json"

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.records import prompt_schema
-from tasks.classify import classify_shard, classify_texts, decide, label_probabilities
+from tasks.stage1.classify import classify_shard, classify_texts, decide, label_probabilities
 from tasks.core import run_step
 from tasks.engines.base import Choice, Completion
 from tasks.engines.scripted import ScriptedEngine

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.config import PROJECT_ROOT
-from tasks.store import DatasetStore
+from tasks.release.store import DatasetStore
 from tests.conftest import write_scripted_culturax
 
 SCRIPT = """

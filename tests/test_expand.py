@@ -7,9 +7,9 @@ import itertools
 import pyarrow as pa
 
 from schemas.records import prompt_schema
-from tasks.dedup import Fingerprinter, with_fingerprints
+from tasks.dedup.near_duplicates import Fingerprinter, with_fingerprints
 from tasks.engines.scripted import ScriptedEngine
-from tasks.expand import clean_generated, deficits, expand_domains
+from tasks.stage1.expand import clean_generated, deficits, expand_domains
 
 
 def test_deficits_only_for_domains_under_target() -> None:

@@ -28,11 +28,11 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-import tasks.export as export_module
+import tasks.release.export as export_module
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.records import REJECT_SCHEMA
-from tasks.export import ExportError, check_repo_id, export_version, resolve_token
-from tasks.store import DatasetStore
+from tasks.release.export import ExportError, check_repo_id, export_version, resolve_token
+from tasks.release.store import DatasetStore
 
 TOKEN = "hf_fakeTOKEN0123456789abcdefSECRET"
 KEY_A = "aaaa000000" + "0" * 54
@@ -301,7 +301,7 @@ def test_transient_errors_are_retried_with_growing_waits(
     hub.fail("create_repo", (503, "Service Unavailable"))
     hub.fail("commit", (503, "Service Unavailable"), (429, "Too Many Requests"))
     hub.fail("tag", (502, "Bad Gateway"))
-    with caplog.at_level(logging.WARNING, logger="tasks.export"):
+    with caplog.at_level(logging.WARNING, logger="tasks.release.export"):
         result = export_version(store, "demo", version, "org/demo", token=TOKEN, endpoint=hub.base_url,
                                 backoff_seconds=0.5)
     assert hub.calls.count("create_repo") == 2 and hub.calls.count("commit") == 3 and hub.calls.count("tag") == 2

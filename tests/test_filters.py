@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.spec import ResponseFilterSpec
-from tasks.filters import (
+from tasks.stage2.filters import (
     apply_filters,
     echoes_prompt,
     empty,

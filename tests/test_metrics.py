@@ -1,4 +1,4 @@
-"""Tests for tasks.metrics: hand-computed cases, edge cases, and agreement with
+"""Tests for tasks.benchmark.metrics: hand-computed cases, edge cases, and agreement with
 established implementations (pingouin, scipy, fairlearn when installed)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tasks import metrics
-from tasks.metrics import (
+from tasks.benchmark import metrics
+from tasks.benchmark.metrics import (
     bootstrap_ci,
     demographic_parity_difference,
     demographic_sensitivity,

@@ -21,21 +21,21 @@ from typer.testing import CliRunner
 from flows.build import run_build
 from flows.plan import make_plan, plan_build, plan_command
 from schemas.profile import EngineConfig, Profile
-from tasks.classify import classify_shard
+from tasks.stage1.classify import classify_shard
 from tasks.config import PROJECT_ROOT, PROMPTS_DIR, apply_profile, load_spec, taxonomies_for
 from tasks.core import Step, StepContext, concat
-from tasks.dedup import Fingerprinter, remove_near_duplicates, with_fingerprints
+from tasks.dedup.near_duplicates import Fingerprinter, remove_near_duplicates, with_fingerprints
 from tasks.engines.base import ChatRequest
 from tasks.engines.scripted import ScriptedEngine
-from tasks.expand import expand_domains
-from tasks.plan import (
+from tasks.stage1.expand import expand_domains
+from tasks.planning.plan import (
     Bounds, BuildPlan, ModelLoad, cached_throughputs, calibrate, calibration_path, count_source_rows, estimate_build,
     load_token_counters, machine_id, plan_totals, render_plan, render_plan_markdown, sample_prompts, shard_loads,
 )
 from tasks.prompts import PromptLibrary
-from tasks.rate import rate_conversations
-from tasks.respond import generate_responses
-from tasks.sources import load_source
+from tasks.stage2.rate import rate_conversations
+from tasks.stage2.respond import generate_responses
+from tasks.stage1.sources import load_source
 from tests.conftest import write_scripted_culturax
 from tests.tiny_model import build_tiny_model
 

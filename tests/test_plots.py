@@ -1,4 +1,4 @@
-"""Tests for tasks.plots: each helper writes a valid PNG and refuses empty input."""
+"""Tests for tasks.benchmark.plots: each helper writes a valid PNG and refuses empty input."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.metrics import group_rates
-from tasks.plots import dimension_tradeoff, group_rates_plot, per_domain_bars
+from tasks.benchmark.metrics import group_rates
+from tasks.benchmark.plots import dimension_tradeoff, group_rates_plot, per_domain_bars
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ from tasks.config import PROMPTS_DIR
 from tasks.core import StepContext, run_step
 from tasks.engines.base import Choice, Completion, Engine
 from tasks.prompts import PromptLibrary
-from tasks.rate import match_label, rate_conversations
+from tasks.stage2.rate import match_label, rate_conversations
 from tests.conftest import CallbackEngine, inline_spec
 
 SCALE = ("Yes", "No", "Unsure")

@@ -14,7 +14,7 @@ from schemas.records import (
 )
 from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.core import text_sha
-from tasks.release import ReleaseIntegrityError, release_tables
+from tasks.release.tables import ReleaseIntegrityError, release_tables
 from tests.conftest import inline_spec
 
 AUTHORS_CULTURAX_COLUMNS = {"question", "class", "domain", "helpful_response", "harmless_response",

@@ -19,7 +19,7 @@ from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.config import PROMPTS_DIR
 from tasks.core import StepContext, run_step, text_sha
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
-from tasks.judge import (
+from tasks.stage2.judge import (
     SCORE_CHOICES,
     JudgeItem,
     expected_score,
@@ -28,8 +28,8 @@ from tasks.judge import (
 )
 from tasks.prompts import PromptLibrary
 from tests.conftest import CallbackEngine, inline_spec
-from tasks.release import release_tables
-from tasks.respond import acceptance_rates, check_response_integrity, generate_responses
+from tasks.release.tables import release_tables
+from tasks.stage2.respond import acceptance_rates, check_response_integrity, generate_responses
 
 HHH = ("helpful", "harmless", "honest")
 PROMPTS = [

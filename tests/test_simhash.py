@@ -1,4 +1,4 @@
-"""Tests for the SimHash near-duplicate / leakage engine (tasks/simhash.py)."""
+"""Tests for the SimHash near-duplicate / leakage engine (tasks/dedup/simhash.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import simhash as simhash_package
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks import simhash as engine
-from tasks.simhash import (
+from tasks.dedup import simhash as engine
+from tasks.dedup.simhash import (
     FingerprintConfig,
     IdfTable,
     cluster_keep,
@@ -140,7 +140,7 @@ def test_fingerprints_are_deterministic_and_process_independent() -> None:
     first = fingerprints(texts, FingerprintConfig())
     assert np.array_equal(first, fingerprints(texts, FingerprintConfig()))
     script = (
-        "import sys, json; from tasks.simhash import fingerprints, FingerprintConfig;"
+        "import sys, json; from tasks.dedup.simhash import fingerprints, FingerprintConfig;"
         "print(json.dumps([int(x) for x in fingerprints(json.loads(sys.stdin.read()), FingerprintConfig())]))"
     )
     other = subprocess.run(
@@ -469,7 +469,7 @@ def test_minhash_pairs_find_planted_near_duplicates() -> None:
 
 def test_fingerprinter_reuses_its_fit_pass_and_weighs_other_texts_with_the_corpus_idf() -> None:
     from schemas.spec import DedupSpec
-    from tasks.dedup import Fingerprinter
+    from tasks.dedup.near_duplicates import Fingerprinter
 
     corpus = random_texts(np.random.default_rng(10), 40)
     fingerprinter = Fingerprinter.fit(corpus, DedupSpec())

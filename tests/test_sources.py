@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.manifest import SourceFingerprint
 from tasks.config import PROJECT_ROOT, load_spec, spec_names
-from tasks.sources import SourceFormatError, build_prompts, load_source
+from tasks.stage1.sources import SourceFormatError, build_prompts, load_source
 
 FINGERPRINT = SourceFingerprint(kind="sample", location="test", sha256="0", rows=0)
 

@@ -8,7 +8,7 @@ import pytest
 
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from tasks.core import RowAccountingError, StepResult, make_rejects, run_step
-from tasks.split import assign_splits, split_and_check_leakage
+from tasks.stage1.split import assign_splits, split_and_check_leakage
 
 
 def test_assignment_is_stratified_deterministic_and_stable() -> None:

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tasks.store as store_module
+import tasks.release.store as store_module
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.records import REJECT_SCHEMA, RESPONSE_SCHEMA, prompt_schema
-from tasks.store import CorruptVersionError, DatasetStore, new_version_id
+from tasks.release.store import CorruptVersionError, DatasetStore, new_version_id
 
 KEY_A = "3fa2c1d9e0" + "a" * 54
 KEY_B = "77b0c1d9e0" + "b" * 54

@@ -3,7 +3,7 @@
 A `Budget` caps requests, output tokens and money. The build keeps a `Spend` from its
 engines' usage (`EngineUsage` deltas, priced by the profile) and, at each shard boundary,
 before submitting the next shard, asks `budget.allows(spent, estimate_shard(...))`: the
-estimate is the plan's upper bound for that shard (`tasks.plan`, one implementation), so
+estimate is the plan's upper bound for that shard (`tasks.planning.plan`, one implementation), so
 a shard that starts can never take the build past its budget.
 
 Spend counts what the engines report, request-cache hits included: a budget bounds the
@@ -21,7 +21,7 @@ import pyarrow as pa
 from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec
 from tasks.engines.base import EngineUsage
-from tasks.plan import TokenCounter, shard_loads, token_cost
+from tasks.planning.plan import TokenCounter, shard_loads, token_cost
 
 
 @dataclass

@@ -22,10 +22,10 @@ import pyarrow as pa
 
 from schemas.manifest import ExpansionOutcome
 from schemas.records import ORIGIN_EXPANSION
-from tasks import simhash
-from tasks.classify import classify_texts
+from tasks.dedup import simhash
+from tasks.stage1.classify import classify_texts
 from tasks.core import StepContext, concat, make_rejects, request_seed, stable_id
-from tasks.dedup import Fingerprinter
+from tasks.dedup.near_duplicates import Fingerprinter
 from tasks.engines.base import ChatRequest
 
 TEMPLATE = "expand"

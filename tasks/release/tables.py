@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.spec import DatasetSpec
-from tasks.respond import check_response_integrity, responses_of
+from tasks.stage2.respond import check_response_integrity, responses_of
 
 MAX_LISTED_PROBLEMS = 10
 

@@ -34,16 +34,16 @@ from rich.table import Table
 from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
-from tasks.classify import classification_requests
+from tasks.stage1.classify import classification_requests
 from tasks.config import PROJECT_ROOT, PROMPTS_DIR, alignforge_home, apply_profile, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines.base import ChatRequest, Engine, Message, SamplingParams
-from tasks.expand import TEMPLATE as EXPAND_TEMPLATE
-from tasks.judge import CRITIQUE_MAX_CHARS, SCORE_CHOICES, JudgeItem, judge_requests
+from tasks.stage1.expand import TEMPLATE as EXPAND_TEMPLATE
+from tasks.stage2.judge import CRITIQUE_MAX_CHARS, SCORE_CHOICES, JudgeItem, judge_requests
 from tasks.prompts import PromptLibrary
-from tasks.rate import TEMPLATE as RATE_TEMPLATE
-from tasks.respond import FEEDBACK_TEMPLATE, TEMPLATE as RESPOND_TEMPLATE
-from tasks.sources import load_source
+from tasks.stage2.rate import TEMPLATE as RATE_TEMPLATE
+from tasks.stage2.respond import FEEDBACK_TEMPLATE, TEMPLATE as RESPOND_TEMPLATE
+from tasks.stage1.sources import load_source
 
 TokenCounter = Callable[[str], int]
 

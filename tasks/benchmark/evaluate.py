@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 
 from schemas.taxonomy import NONE_LABEL, UNKNOWN_LABEL
-from tasks import metrics
+from tasks.benchmark import metrics
 from tasks.core import stable_id
 from tasks.engines.base import ChatRequest, Completion, Engine, EngineUsage, SamplingParams
 from tasks.prompts import PromptLibrary
-from tasks.rate import match_label
+from tasks.stage2.rate import match_label
 
 Kind = Literal["detect", "generate", "hhh", "rate"]
 KIND_BY_RESPONSE_MODE: dict[str, tuple[Kind, ...]] = {
@@ -847,7 +847,7 @@ def all_raters_icc(items: pd.DataFrame, models: Sequence[str], settings: Evaluat
 
 def _group_tensor(rows: pd.DataFrame, group_column: str, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
     """Per item x group, the sum of each 0/1 column: (items, groups, columns). Rows
-    without a group are left out, as tasks.metrics leaves them out."""
+    without a group are left out, as tasks.benchmark.metrics leaves them out."""
     has_group = rows[group_column].notna().to_numpy()
     item_codes, _ = pd.factorize(rows["item_id"].to_numpy()[has_group], sort=True)
     group_codes, group_names = pd.factorize(rows[group_column].to_numpy()[has_group], sort=True)
@@ -858,7 +858,7 @@ def _group_tensor(rows: pd.DataFrame, group_column: str, columns: Mapping[str, n
 
 
 # Bootstrap replicates of the group-gap metrics from (groups x counts) sums. Each mirrors
-# its tasks.metrics function (which takes row-level data and is too slow to call 1000
+# its tasks.benchmark.metrics function (which takes row-level data and is too slow to call 1000
 # times on 43,050 DICES rows); the test suite pins each to its metrics function.
 def _defined_rates(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     present = denominators > 0

@@ -23,7 +23,7 @@ import pyarrow as pa
 from schemas.records import RATING_SCHEMA
 from tasks.core import StepContext, StepResult
 from tasks.engines.base import ChatRequest, Completion
-from tasks.judge import derived_seed
+from tasks.stage2.judge import derived_seed
 
 STAGE = "rate"
 TEMPLATE = "rate"

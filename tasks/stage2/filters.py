@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from schemas.spec import ResponseFilterSpec
-from tasks import simhash
+from tasks.dedup import simhash
 
 # How far into a response a refusal phrase counts: a refusal opens the answer, while
 # a helpful answer may say "I can't stress enough..." further down.

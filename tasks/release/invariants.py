@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from schemas.manifest import StageReport
 from schemas.taxonomy import Taxonomy
-from tasks.respond import check_response_integrity
+from tasks.stage2.respond import check_response_integrity
 
 
 def check_release(prompts: pa.Table, side_tables: Mapping[str, pa.Table], taxonomies: Mapping[str, Taxonomy],

@@ -3,7 +3,7 @@
 For every (prompt, generator, target) of a shard ("task"):
 
 - round 0 samples K candidates (K = `responses.candidates`) with `prompts/respond.yaml`;
-- stage 1 drops candidates that fail a rule filter (`tasks.filters`) or nearly repeat a
+- stage 1 drops candidates that fail a rule filter (`tasks.stage2.filters`) or nearly repeat a
   candidate the task already kept; stage 2 has the judge score the rest 1-10;
 - a task passes when a candidate scores >= `judge_threshold`; otherwise feedback round
   r = 1..`feedback_iterations` samples K new candidates with `prompts/respond_feedback.yaml`,
@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 from schemas.records import RESPONSE_SCHEMA
 from tasks.core import StepContext, StepResult, make_rejects, stable_id, text_sha
 from tasks.engines.base import ChatRequest, Completion
-from tasks.filters import apply_filters, near_duplicate, response_fingerprints
-from tasks.judge import JudgeItem, derived_seed, judge_items
+from tasks.stage2.filters import apply_filters, near_duplicate, response_fingerprints
+from tasks.stage2.judge import JudgeItem, derived_seed, judge_items
 
 STAGE = "respond"
 TEMPLATE = "respond"
@@ -335,7 +335,7 @@ def check_response_integrity(prompts: pa.Table, responses: pa.Table) -> list[str
     text (a shifted row fails this), and each (prompt, generator, target) has at most one
     selected response, exactly one where the prompt marks `pass_{target}` (or has no such
     column). Pass the prompts the responses belong to: responses of prompts dropped on
-    purpose are filtered out first (as `tasks.release` does).
+    purpose are filtered out first (as `tasks.release.tables` does).
     """
     problems: list[str] = []
     prompt_ids = prompts["prompt_id"].to_pylist()

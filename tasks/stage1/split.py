@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core import StepResult, make_rejects, stable_id
-from tasks.dedup import leaking_rows
+from tasks.dedup.near_duplicates import leaking_rows
 
 
 @dataclass(frozen=True)

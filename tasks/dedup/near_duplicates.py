@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from schemas.records import ORIGIN_SOURCE
 from schemas.spec import DedupSpec
-from tasks import simhash
+from tasks.dedup import simhash
 from tasks.core import StepResult, make_rejects
 
 
