@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -159,10 +159,10 @@ def test_plan_brackets_a_scripted_build_stage_by_stage() -> None:
     after_classify = build.usage()
     fingerprinter = Fingerprinter.fit(prompts["text"].to_pylist(), spec.dedup)
     prompts = remove_near_duplicates(with_fingerprints(prompts, fingerprinter), spec.dedup, spec.seed).kept
-    expansion = expand_domains(prompts, build.context, fingerprinter)
+    expansion = expand_domains(prompts, replace(build.context, fingerprinter=fingerprinter))
     after_expand = build.usage()
     assert expansion.stats["generated"] > 0 and expansion.stats["accepted"] > 0
-    respond_shards = build.shards(expansion.table)
+    respond_shards = build.shards(expansion.kept)
     respond_usage = []
     for shard in respond_shards:
         before = build.usage()

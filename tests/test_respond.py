@@ -390,4 +390,5 @@ def test_aligned_misaligned_with_a_tiny_transformers_generator(tiny_engine):
     result, report, responses = run(spec, tiny_engine, table=prompts_table(spec, PROMPTS[:1]))
     assert responses.num_rows == result.candidates_generated == 2 * 2 * 2  # targets x n=K x rounds
     assert candidate_reasons(result) == Counter({"truncated": 8})
-    assert report.rejected_by_reason == {"no_passing_response": 1, "truncated": 8}
+    assert report.rejected_by_reason == {"no_passing_response": 1}
+    assert report.candidates_rejected_by_reason == {"truncated": 8}

@@ -16,7 +16,7 @@ import pyarrow as pa
 from schemas.records import ORIGIN_SOURCE
 from schemas.spec import DedupSpec
 from tasks.dedup import simhash
-from tasks.core import StepResult, make_rejects
+from tasks.core import StepContext, StepResult, make_rejects
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,13 @@ def remove_near_duplicates(table: pa.Table, spec: DedupSpec, seed: int, stage: s
         kept=table.filter(pa.array(keep)), rejects=make_rejects(rejects),
         stats={"pairs": len(pairs), "clusters_merged": int((~keep).sum())},
     )
+
+
+def deduplicate(table: pa.Table, context: StepContext) -> StepResult:
+    """The dedup step: fingerprint every prompt with the build's fingerprinter, then keep one
+    representative per near-duplicate cluster."""
+    spec = context.spec
+    return remove_near_duplicates(with_fingerprints(table, context.fingerprinter), spec.dedup, spec.seed)
 
 
 def leaking_rows(candidates: np.ndarray, reference: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:

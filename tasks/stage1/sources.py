@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from schemas.manifest import SourceFingerprint
 from schemas.records import ORIGIN_SOURCE, annotation_schema, prompt_schema
 from schemas.spec import ColumnRule, DatasetSpec, SourceSpec
-from tasks.core import make_rejects, stable_id
+from tasks.core import StepResult, make_rejects, stable_id
 
 # C0/C1 control characters other than tab and newline corrupt prompts and templates.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -44,6 +44,14 @@ class LoadedSource:
     fingerprint: SourceFingerprint
     rows_read: int
     stats: dict[str, int] = field(default_factory=dict)
+
+    def step_result(self) -> StepResult:
+        """The load as a step: rows read = rows kept + rows rejected, where a kept row is a
+        prompt, or, for sources grouped by conversation (DICES), an annotation row."""
+        kept_units = self.annotations.num_rows if self.annotations is not None else self.prompts.num_rows
+        side = {"annotations": self.annotations} if self.annotations is not None else {}
+        return StepResult(kept=self.prompts, rejects=self.rejects, stats=dict(self.stats), side=side,
+                          kept_units=kept_units)
 
 
 def load_source(spec: DatasetSpec, project_root: Path, *, real: bool, limit: int | None = None) -> LoadedSource:
