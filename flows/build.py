@@ -35,7 +35,7 @@ from tasks import __version__
 from flows import artifacts
 from tasks.planning.budget import Budget, BudgetExceeded, estimate_shard, spend_between
 from tasks.release.card import render_card
-from tasks.planning.plan import plan_totals
+from tasks.planning.render import plan_totals
 from tasks.release.checkpoint import ShardCheckpoints
 from tasks.stage1.classify import classify_shard
 from tasks.config import (
