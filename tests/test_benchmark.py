@@ -18,7 +18,7 @@ import pytest
 from flows.benchmark import BenchmarkOptions, run_benchmark
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.spec import DatasetSpec
-from tasks.benchmark import judging, kinds, metrics, summary
+from tasks.benchmark import judging, kinds, metrics, rater_metrics, summary
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
 from tasks.engines.scripted import Answer, ScriptedEngine
 from tasks.benchmark.kinds import EvaluationSettings
@@ -256,9 +256,9 @@ def test_bootstrap_replicates_match_tasks_metrics() -> None:
     odds_sums = summary._group_tensor(rows, "group", {"tp": pred * truth * both, "t": truth * both,
                                                        "fp": pred * (1 - truth) * both, "n": (1 - truth) * both})[0].sum(axis=0)
     groups, preds, truths = rows["group"].to_list(), rows["pred"].to_list(), rows["truth"].to_list()
-    assert summary._parity_gap_of(rate_sums) == pytest.approx(metrics.demographic_parity_difference(preds, groups))
-    assert summary._sensitivity_of(rate_sums) == pytest.approx(metrics.demographic_sensitivity(preds, groups))
-    assert summary._odds_gap_of(odds_sums) == pytest.approx(metrics.equalized_odds_difference(truths, preds, groups))
+    assert summary._parity_gap_of(rate_sums) == pytest.approx(rater_metrics.demographic_parity_difference(preds, groups))
+    assert summary._sensitivity_of(rate_sums) == pytest.approx(rater_metrics.demographic_sensitivity(preds, groups))
+    assert summary._odds_gap_of(odds_sums) == pytest.approx(rater_metrics.equalized_odds_difference(truths, preds, groups))
 
 
 def test_parse_choice_reads_the_drawn_label_and_rejects_other_text() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.benchmark import metrics
+from tasks.benchmark import metrics, rater_metrics
 from tasks.benchmark.items import BenchmarkData, is_label, optional_value
 from tasks.benchmark.judging import CallLog, human_consensus
 from tasks.benchmark.kinds import (
@@ -204,11 +204,11 @@ def agreement_figures(frame: pd.DataFrame, settings: EvaluationSettings) -> list
     complete = matrix[~np.isnan(matrix).any(axis=1)]
     figures = []
     for metric, form in (("icc_2k", "ICC(2,k)"), ("icc_21", "ICC(2,1)")):
-        ci = _callable_ci(complete, lambda sample, form=form: metrics.icc(sample, form), settings)
-        figures.append(Figure(metric, metrics.icc(complete, form), ci, len(complete), len(complete)))
-    correlation = metrics.inter_rater_correlation(complete)
+        ci = _callable_ci(complete, lambda sample, form=form: rater_metrics.icc(sample, form), settings)
+        figures.append(Figure(metric, rater_metrics.icc(complete, form), ci, len(complete), len(complete)))
+    correlation = rater_metrics.inter_rater_correlation(complete)
     for method in ("pearson", "spearman"):
-        ci = _callable_ci(complete, lambda sample, method=method: metrics.inter_rater_correlation(sample)[method], settings)
+        ci = _callable_ci(complete, lambda sample, method=method: rater_metrics.inter_rater_correlation(sample)[method], settings)
         figures.append(Figure(method, correlation[method], ci, correlation["n"], correlation["n"]))
     agrees, agreement_usable = _flags(frame, "agrees_with_majority")
     unsafe, unsafe_usable = _flags(frame, "unsafe")
@@ -229,13 +229,13 @@ def all_raters_icc(items: pd.DataFrame, models: Sequence[str], settings: Evaluat
     human_mean = items.groupby("item_id")["human_mean"].first()
     matrix = pd.concat([human_mean, scores.reindex(columns=list(models))], axis=1).to_numpy(dtype=float)
     complete = matrix[~np.isnan(matrix).any(axis=1)]
-    ci = _callable_ci(complete, lambda sample: metrics.icc(sample, "ICC(2,k)"), settings)
-    return [Figure("icc_2k", metrics.icc(complete, "ICC(2,k)"), ci, len(complete), complete.size)]
+    ci = _callable_ci(complete, lambda sample: rater_metrics.icc(sample, "ICC(2,k)"), settings)
+    return [Figure("icc_2k", rater_metrics.icc(complete, "ICC(2,k)"), ci, len(complete), complete.size)]
 
 
 def _group_tensor(rows: pd.DataFrame, group_column: str, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
     """Per item x group, the sum of each 0/1 column: (items, groups, columns). Rows
-    without a group are left out, as tasks.benchmark.metrics leaves them out."""
+    without a group are left out, as tasks.benchmark.rater_metrics leaves them out."""
     has_group = rows[group_column].notna().to_numpy()
     item_codes, _ = pd.factorize(rows["item_id"].to_numpy()[has_group], sort=True)
     group_codes, group_names = pd.factorize(rows[group_column].to_numpy()[has_group], sort=True)
@@ -246,8 +246,8 @@ def _group_tensor(rows: pd.DataFrame, group_column: str, columns: Mapping[str, n
 
 
 # Bootstrap replicates of the group-gap metrics from (groups x counts) sums. Each mirrors
-# its tasks.benchmark.metrics function (which takes row-level data and is too slow to call 1000
-# times on 43,050 DICES rows); the test suite pins each to its metrics function.
+# its tasks.benchmark.rater_metrics function (which takes row-level data and is too slow
+# to call 1000 times on 43,050 DICES rows); the test suite pins each to that function.
 def _defined_rates(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     present = denominators > 0
     return numerators[present] / denominators[present]
@@ -300,15 +300,15 @@ def fairness_figures(rows: pd.DataFrame, attribute: str, rate_column: str, rate_
     group_values = rows[attribute].to_list()
     gaps = [
         Figure("demographic_parity_difference",
-               metrics.demographic_parity_difference(optional_bools(rate_column), group_values),
+               rater_metrics.demographic_parity_difference(optional_bools(rate_column), group_values),
                tensor_ci(rate_tensor, _parity_gap_of), items_with_data(rate_tensor[:, :, 1]), int(rate_usable.sum())),
         Figure("equalized_odds_difference",
-               metrics.equalized_odds_difference(optional_bools(truth_column), optional_bools(prediction_column),
+               rater_metrics.equalized_odds_difference(optional_bools(truth_column), optional_bools(prediction_column),
                                                  group_values),
                tensor_ci(odds_tensor, _odds_gap_of), items_with_data(odds_tensor[:, :, 1] + odds_tensor[:, :, 3]),
                int(both.sum())),
         Figure("demographic_sensitivity",
-               metrics.demographic_sensitivity(optional_bools(rate_column), group_values),
+               rater_metrics.demographic_sensitivity(optional_bools(rate_column), group_values),
                tensor_ci(rate_tensor, _sensitivity_of), items_with_data(rate_tensor[:, :, 1]), int(rate_usable.sum())),
     ]
     per_group = []
