@@ -187,13 +187,6 @@ def create_app(engine: Engine, *, served_model_name: str | None = None, faults: 
     return app
 
 
-def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Serve `engine` until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(engine, **app_options), host=host, port=port, log_level="warning")
-
-
 @contextmanager
 def running_server(engine: Engine, **app_options: Any) -> Iterator[str]:
     """Serve `engine` from a background thread on a free 127.0.0.1 port; yields the base URL

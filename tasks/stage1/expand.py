@@ -39,10 +39,6 @@ class ExpansionResult:
     outcomes: list[ExpansionOutcome]
     stats: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def generated(self) -> int:
-        return int(self.stats.get("generated", 0))
-
 
 def deficits(labels: list[str], domain_names: list[str], target: int) -> dict[str, int]:
     """How many prompts each domain lacks to reach the target (domains at target are absent)."""

@@ -311,23 +311,6 @@ def responses_table(candidates: Sequence[Candidate]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA)
 
 
-def acceptance_rates(stats: Mapping[str, float]) -> dict[str, float]:
-    """Per-stage acceptance rates from a (possibly shard-summed) stats dict of this step.
-
-    Stats hold counts only, because stage reports are summed across shards; rates are
-    derived here, after the sum."""
-    def rate(numerator: str, denominator: float) -> float:
-        return stats.get(numerator, 0) / denominator if denominator else float("nan")
-
-    generated = stats.get("candidates_generated", 0)
-    return {
-        "stage1": rate("stage1_passed", generated - stats.get("engine_errors", 0)),
-        "judge": rate("judge_passed", stats.get("stage1_passed", 0)),
-        "tasks": rate("tasks_passed", stats.get("tasks", 0)),
-        "candidates": rate("selected", generated),
-    }
-
-
 def check_response_integrity(prompts: pa.Table, responses: pa.Table) -> list[str]:
     """Problems that would make a response answer the wrong prompt; empty when sound.
 
