@@ -25,7 +25,7 @@ from flows.steps import StepRunner, in_task_run, load_task
 from tasks.config import PROJECT_ROOT, load_profile
 from tasks.dedup.near_duplicates import Fingerprinter, deduplicate
 from tasks.planning.budget import Budget, BudgetExceeded
-from tasks.planning.plan import plan_totals
+from tasks.planning.render import plan_totals
 from tasks.stage1.classify import classify_shard
 from tasks.stage1.expand import expand_domains
 from tasks.stage1.split import split_prompts

@@ -210,5 +210,6 @@ def text_sha(text: str) -> str:
 
 
 def request_seed(base: int, *parts: object) -> int:
-    """A per-request sampling seed derived from the build seed, stable across runs (cache hits)."""
-    return int(stable_id(base, *parts, length=8), 16) % (2**31 - 1)
+    """A sampling seed derived from the build seed and a step's stable names: the same on
+    every run (so reruns hit the request cache), and it fits int32."""
+    return int(stable_id(base, *parts), 16) % (2**31)

@@ -28,10 +28,12 @@ from tasks.dedup.near_duplicates import Fingerprinter, remove_near_duplicates, w
 from tasks.engines.base import ChatRequest
 from tasks.engines.scripted import ScriptedEngine
 from tasks.stage1.expand import expand_domains
-from tasks.planning.plan import (
-    Bounds, BuildPlan, ModelLoad, cached_throughputs, calibrate, calibration_path, count_source_rows, estimate_build,
-    load_token_counters, machine_id, plan_totals, render_plan, render_plan_markdown, sample_prompts, shard_loads,
-)
+from tasks.planning.calibration import cached_throughputs, calibrate, calibration_path, machine_id
+from tasks.planning.inputs import count_source_rows, sample_prompts
+from tasks.planning.loads import Bounds, BuildPlan, ModelLoad
+from tasks.planning.plan import estimate_build, shard_loads
+from tasks.planning.render import plan_totals, render_plan, render_plan_markdown
+from tasks.planning.tokens import load_token_counters
 from tasks.prompts import PromptLibrary
 from tasks.stage2.rate import rate_conversations
 from tasks.stage2.respond import generate_responses

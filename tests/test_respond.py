@@ -29,7 +29,7 @@ from tasks.stage2.judge import (
 from tasks.prompts import PromptLibrary
 from tests.conftest import CallbackEngine, inline_spec
 from tasks.release.tables import release_tables
-from tasks.stage2.respond import acceptance_rates, check_response_integrity, generate_responses
+from tasks.stage2.respond import check_response_integrity, generate_responses
 
 HHH = ("helpful", "harmless", "honest")
 PROMPTS = [
@@ -181,7 +181,7 @@ def test_first_round_pass_selects_the_best_candidate_and_accounts_for_all():
     assert result.kept["helpful_score"].to_pylist() == [9.0, 9.0]
     assert result.kept["pass_hhh"].to_pylist() == [True, True]
     assert result.kept["harmless_score"].to_pylist() == [7.0, 7.0]  # threshold 7 passes
-    assert acceptance_rates(result.stats)["candidates"] == pytest.approx(6 / 18)
+    assert (result.stats["selected"], result.stats["candidates_generated"]) == (6, 18)  # one candidate in three published
 
 
 def test_feedback_loop_stops_at_its_bound():

@@ -17,7 +17,7 @@ from huggingface_hub import DatasetCardData
 from schemas.manifest import Manifest
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
-from tasks.release.store import DATA_FOLDER
+from tasks.release.layout import DATA_FOLDER
 
 # The Hub's size buckets (datasets/utils/resources/size_categories.json), by upper bound.
 _SIZE_BUCKETS = [

@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from schemas.manifest import ExpansionOutcome
 from schemas.records import ORIGIN_EXPANSION
-from tasks.dedup import simhash
 from tasks.stage1.classify import classify_texts
 from tasks.core import StepContext, StepResult, concat, make_rejects, request_seed, stable_id
+from tasks.dedup.index import cluster_keep, near_duplicate_pairs, nearest_within
 from tasks.dedup.near_duplicates import Fingerprinter
 from tasks.engines.base import ChatRequest
 
@@ -176,11 +176,11 @@ def _screen(candidates: list[dict[str, Any]], table: pa.Table, missing: dict[str
     fingerprints = fingerprinter([row["text"] for row in on_domain])
     tau = context.spec.dedup.tau
     kept_fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
-    nearest, distance = simhash.nearest_within(fingerprints, kept_fingerprints, tau) if len(kept_fingerprints) else (
+    nearest, distance = nearest_within(fingerprints, kept_fingerprints, tau) if len(kept_fingerprints) else (
         np.full(len(on_domain), -1), np.full(len(on_domain), -1))
     kept_ids = table["prompt_id"].to_pylist()
-    pairs = simhash.near_duplicate_pairs(fingerprints, tau, seed=context.seed) if len(on_domain) > 1 else np.zeros((0, 2), np.int64)
-    representative = simhash.cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
+    pairs = near_duplicate_pairs(fingerprints, tau, seed=context.seed) if len(on_domain) > 1 else np.zeros((0, 2), np.int64)
+    representative = cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
 
     accepted = []
     quota = dict(missing)
