@@ -126,7 +126,7 @@ def load_benchmark(store: DatasetStore, options: BenchmarkOptions) -> PreparedBe
         raise FileNotFoundError(f"{options.dataset}: no published version; build it first")
     manifest = store.manifest(options.dataset, version)
     spec = DatasetSpec.model_validate(manifest.spec)
-    kind = benchmark_kind(spec.responses.mode, options.mode)
+    kind = benchmark_kind(spec, options.mode)
     default = store.read(options.dataset, version, "default", split=options.split).to_pandas()
     llm_ratings = None
     if kind == "rate" and "llm_ratings" in manifest.splits:

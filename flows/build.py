@@ -29,7 +29,7 @@ from tasks.planning.render import plan_totals
 from tasks.stage1.classify import classify_shard
 from tasks.stage1.expand import expand_domains
 from tasks.stage1.split import split_prompts
-from tasks.stage2.kinds import stage_two_kind
+from tasks.kinds import stage_two_kind
 
 
 def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:

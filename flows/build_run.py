@@ -21,6 +21,7 @@ from tasks import __version__
 from tasks.config import PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for
 from tasks.core import StepContext
 from tasks.engines.base import EngineUsage
+from tasks.kinds import stage_two_kind
 from tasks.engines.pool import EnginePool, PoolUsage, add_usage
 from tasks.planning.budget import Budget, estimate_shard, spend_between
 from tasks.prompts import PromptLibrary
@@ -68,6 +69,7 @@ class BuildRun:
     def prepare(cls, dataset: str, profile: str, limit: int | None, reuse_cache: bool, home: Path | None = None) -> BuildRun:
         profile_model = load_profile(profile)
         spec = apply_profile(load_spec(dataset), profile_model)
+        stage_two_kind(spec)  # an unknown kind, or one without its models, fails before any step runs
         taxonomies = taxonomies_for(spec)
         home = home or alignforge_home()
         descriptions = {d.name: d.description for t in taxonomies.values() for d in t.domains}

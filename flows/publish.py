@@ -17,10 +17,10 @@ from schemas.manifest import ExpansionOutcome, Manifest, ModelUse
 from schemas.records import REJECT_SCHEMA
 from tasks import __version__
 from tasks.config import model_sha
+from tasks.kinds import stage_two_kind
 from tasks.core import concat
 from tasks.release.card import render_card
 from tasks.release.invariants import check_release
-from tasks.release.tables import release_tables
 from tasks.stage1.sources import LoadedSource
 from tasks.stage2.respond import responses_of
 
@@ -33,7 +33,8 @@ def publish(run: BuildRun, key: str, source: LoadedSource, prompts: pa.Table, st
         side["responses"] = responses_of(prompts, side["responses"])
     if "annotations" in side:
         side["annotations"] = side["annotations"].filter(pc.is_in(side["annotations"]["prompt_id"], prompts["prompt_id"]))
-    configs = release_tables(prompts, side.get("responses"), side.get("ratings"), side.get("annotations"), run.spec)
+    kind = stage_two_kind(run.spec)
+    configs = kind.release(prompts, side, run.spec)
     problems = check_release(prompts, side, run.context.taxonomies, steps.reports)
     if problems:
         raise RuntimeError(f"{run.spec.name}: not published, invariants failed: " + "; ".join(problems[:10]))
@@ -43,7 +44,8 @@ def publish(run: BuildRun, key: str, source: LoadedSource, prompts: pa.Table, st
     splits_by_config = {config: by_split(table) for config, table in configs.items()}
     side["rejects"] = concat(steps.rejects, schema=REJECT_SCHEMA)
     published = run.store.publish(run.spec.name, key, splits_by_config, side, manifest,
-                                  card=lambda m: render_card(m, run.spec, run.context.taxonomies))
+                                  card=lambda m: render_card(m, run.spec, run.context.taxonomies,
+                                                                    task_categories=kind.task_categories))
     run.pool.release()
     steps.checkpoints.clear()
     artifacts.published(run.spec.name, published.version, Path(published.path),

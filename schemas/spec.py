@@ -120,7 +120,7 @@ class ResponseFilterSpec(_Strict):
 
 
 class ResponseSpec(_Strict):
-    mode: Literal["hhh", "aligned_misaligned", "raters"]
+    mode: str  # a kind of Stage II registered in tasks/kinds.py (hhh, aligned_misaligned, raters)
     targets: tuple[str, ...]
     candidates: int = Field(default=3, ge=1)  # K per target
     feedback_iterations: int = Field(default=2, ge=0)
@@ -180,11 +180,6 @@ class DatasetSpec(_Strict):
             raise ValueError(f"classification.require_label names unknown dimensions {sorted(unknown_required)}")
         if self.splits.stratify_by and self.splits.stratify_by not in names:
             raise ValueError(f"splits.stratify_by {self.splits.stratify_by!r} is not one of {names}")
-        mode = self.responses.mode
-        if mode in ("hhh", "aligned_misaligned") and (not self.models.generators or not self.models.judge):
-            raise ValueError(f"responses.mode {mode} needs models.generators and models.judge")
-        if mode == "raters" and not self.models.raters:
-            raise ValueError("responses.mode raters needs models.raters")
         return self
 
     def dimension(self, name: str) -> DimensionSpec:

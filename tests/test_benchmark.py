@@ -22,6 +22,7 @@ from tasks.benchmark import judging, kinds, metrics, rater_metrics, summary
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
 from tasks.engines.scripted import Answer, ScriptedEngine
 from tasks.benchmark.kinds import EvaluationSettings
+from tasks.config import load_spec
 from tasks.release.store import DatasetStore
 
 JUDGE = "judge/model"
@@ -277,10 +278,11 @@ def test_parse_choice_reads_the_drawn_label_and_rejects_other_text() -> None:
 
 
 def test_mode_must_fit_the_dataset() -> None:
-    assert kinds.benchmark_kind("aligned_misaligned", None) == "detect"
-    assert kinds.benchmark_kind("aligned_misaligned", "generate") == "generate"
+    savacu, culturax = load_spec("savacu"), load_spec("culturax")
+    assert kinds.benchmark_kind(savacu, None) == "detect"
+    assert kinds.benchmark_kind(savacu, "generate") == "generate"
     with pytest.raises(ValueError, match="does not apply"):
-        kinds.benchmark_kind("hhh", "detect")
+        kinds.benchmark_kind(culturax, "detect")
 
 
 # --------------------------------------------------------------------------- generate

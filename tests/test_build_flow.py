@@ -113,3 +113,39 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
     assert build_in_a_flow()["version"]
     stage = ["acquire alignforge-gpu x1", "release engines", "release slot"]
     assert events[:9] == stage * 3  # classify, expand, respond
+
+
+def test_every_step_is_a_named_task_run_with_its_stage_table(prefect_harness, tmp_path) -> None:
+    """An operator sees every step, global ones too, as a task run, and a stage table whose
+    numbers are the manifest's."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.artifacts import stage_rows
+    from schemas.manifest import StageReport
+    from tests.conftest import write_scripted_culturax
+
+    files = write_scripted_culturax(tmp_path)
+    state = build_dataset(dataset=str(files["spec"]), profile=str(files["profile"]), home=str(tmp_path / "home"),
+                          return_state=True)
+    result = state.result()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts()
+    names = {run.name for run in task_runs}
+    for step in ("load", "dedup", "expand", "split"):
+        assert f"{step}[culturax]" in names, names
+    for step in ("classify", "respond"):
+        assert any(name.startswith(f"{step}[culturax shard 1/") for name in names), names
+
+    manifest = json.loads((Path(result["path"]) / "manifest.json").read_text())
+    expand = StageReport.model_validate(next(s for s in manifest["stages"] if s["stage"] == "expand"))
+    rows = stage_rows(expand)
+    value = {(r["measure"], r["unit"], r["reason"]): r["value"] for r in rows}
+    assert value[("rows in", "prompt", "")] == expand.rows_in
+    assert value[("generated", "candidate", "")] == expand.candidates_generated
+    assert sum(v for (measure, unit, reason), v in value.items()
+               if measure == "rejected" and unit == "candidate" and reason) == expand.candidates_generated - expand.candidates_kept
+    tables = [a for a in artifacts if a.type == "table" and a.flow_run_id == flow_run_id]
+    assert len(tables) >= len(manifest["stages"])

@@ -16,6 +16,7 @@ from schemas.manifest import ExpansionOutcome, Manifest, ModelUse, SourceFingerp
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from schemas.spec import DatasetSpec, DimensionSpec, ExpansionSpec, RealSource, ResponseSpec, RoleModels, SourceSpec
 from schemas.taxonomy import Domain, SpecialLabel, Taxonomy
+from tasks.kinds import stage_two_kind
 from tasks.release.card import render_card, size_category
 from tasks.config import load_spec, spec_names, taxonomies_for
 from tasks.release.store import DatasetStore
@@ -94,7 +95,8 @@ def published(tmp_path: Path):
                  "labels_only": {"train": prompts(["p1"])}},
         side_tables={"rejects/prompts": REJECT_SCHEMA.empty_table()},
         manifest=make_manifest(),
-        card=lambda manifest: render_card(manifest, SPEC, {"safety": TAXONOMY}, repo_id="org/demo-bench"),
+        card=lambda manifest: render_card(manifest, SPEC, {"safety": TAXONOMY}, repo_id="org/demo-bench",
+                                          task_categories=stage_two_kind(SPEC).task_categories),
     )
     return store, result
 

@@ -14,7 +14,8 @@ from schemas.records import (
 )
 from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.core import text_sha
-from tasks.release.tables import ReleaseIntegrityError, release_tables
+from tasks.kinds import release_tables
+from tasks.release.tables import ReleaseIntegrityError
 from tests.conftest import inline_spec
 
 AUTHORS_CULTURAX_COLUMNS = {"question", "class", "domain", "helpful_response", "harmless_response",
@@ -55,7 +56,7 @@ def responses(targets: tuple[str, ...], generators: tuple[str, ...], prompt_ids=
 
 def test_hhh_default_is_one_row_per_prompt_with_the_authors_columns():
     spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
-    tables = release_tables(prompts(("cultural",)), responses(spec.responses.targets, ("gen",)), None, None, spec)
+    tables = release_tables(prompts(("cultural",)), {"responses": responses(spec.responses.targets, ("gen",))}, spec)
     default = tables["default"]
     assert AUTHORS_CULTURAX_COLUMNS <= set(default.column_names)
     assert default.column_names[:8] == ["question", "class", "domain", "helpful_response", "harmless_response",
@@ -79,8 +80,8 @@ def test_hhh_default_is_one_row_per_prompt_with_the_authors_columns():
 def test_aligned_misaligned_default_is_one_row_per_prompt_and_generator():
     dimensions = ("safety", "value", "cultural", "semantic_type")
     spec = spec_for("aligned_misaligned", dimensions, generators=("gen-a", "gen-b"), targets=("aligned", "misaligned"))
-    default = release_tables(prompts(dimensions), responses(("aligned", "misaligned"), ("gen-a", "gen-b")),
-                             None, None, spec)["default"]
+    answers = responses(("aligned", "misaligned"), ("gen-a", "gen-b"))
+    default = release_tables(prompts(dimensions), {"responses": answers}, spec)["default"]
     assert default.num_rows == 3 * 2
     keys = list(zip(default["prompt_id"].to_pylist(), default["generator_model"].to_pylist()))
     assert keys == [(p, g) for p in ("p0", "p1", "p2") for g in ("gen-a", "gen-b")]
@@ -98,15 +99,15 @@ def test_responses_on_the_wrong_prompt_block_the_release():
     ids = shifted["prompt_id"].to_pylist()
     shifted = shifted.set_column(1, "prompt_id", pa.array(ids[6:] + ids[:6], pa.string()))  # one prompt off
     with pytest.raises(ReleaseIntegrityError, match="answers other text"):
-        release_tables(prompts(("cultural",)), shifted, None, None, spec)
+        release_tables(prompts(("cultural",)), {"responses": shifted}, spec)
 
 
 def test_release_does_not_depend_on_input_order():
     spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
     table, answers = prompts(("cultural",)), responses(spec.responses.targets, ("gen",))
     reverse = lambda t: t.take(pa.array(range(t.num_rows - 1, -1, -1)))
-    forward = release_tables(table, answers, None, None, spec)
-    backward = release_tables(reverse(table), reverse(answers), None, None, spec)
+    forward = release_tables(table, {"responses": answers}, spec)
+    backward = release_tables(reverse(table), {"responses": reverse(answers)}, spec)
     assert all(forward[name].equals(backward[name]) for name in forward)
 
 
@@ -123,7 +124,7 @@ def test_raters_configs_hold_human_and_model_ratings():
          "raw_output": "No", "template_sha": "sha"}
         for model in ("rater-b", "rater-a") for pid in ("p1", "p0")
     ], schema=RATING_SCHEMA)
-    tables = release_tables(table, None, ratings, annotations, spec)
+    tables = release_tables(table, {"ratings": ratings, "annotations": annotations}, spec)
 
     default = tables["default"]
     assert default.num_rows == 2 * 3  # one row per (conversation, human rater); the dropped one is gone

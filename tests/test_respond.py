@@ -28,7 +28,7 @@ from tasks.stage2.judge import (
 )
 from tasks.prompts import PromptLibrary
 from tests.conftest import CallbackEngine, inline_spec
-from tasks.release.tables import release_tables
+from tasks.kinds import release_tables, stage_two_kind
 from tasks.stage2.respond import check_response_integrity, generate_responses
 
 HHH = ("helpful", "harmless", "honest")
@@ -113,7 +113,7 @@ def prompts_table(spec: DatasetSpec, texts: Sequence[str] = PROMPTS) -> pa.Table
 
 def run(spec: DatasetSpec, *engines: Engine, table: pa.Table | None = None):
     table = prompts_table(spec) if table is None else table
-    result, report = run_step("respond", generate_responses, table, make_context(spec, *engines))
+    result, report = run_step("respond", stage_two_kind(spec).step, table, make_context(spec, *engines))
     return result, report, result.side["responses"]
 
 
@@ -348,10 +348,10 @@ def test_project_specs_run_through_respond_and_release(context_for, spec_name, r
 
     context = context_for(spec_name, provider)
     table = prompts_table(context.spec)
-    result, report = run_step("respond", generate_responses, table, context)
+    result, report = run_step("respond", stage_two_kind(context.spec).step, table, context)
     responses = result.side["responses"]
     assert report.kept == 2 and check_response_integrity(result.kept, responses) == []
-    default = release_tables(result.kept, responses, None, None, context.spec)["default"]
+    default = release_tables(result.kept, {"responses": responses}, context.spec)["default"]
     assert default.num_rows == 2 * rows_per_prompt
     for target in context.spec.responses.targets:
         assert None not in default[f"{target}_response"].to_pylist()

@@ -29,16 +29,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.taxonomy import NONE_LABEL, UNKNOWN_LABEL
+from schemas.spec import DatasetSpec
 from tasks.engines.base import SamplingParams
+from tasks.kinds import stage_two_kind
 
 
 Kind = Literal["detect", "generate", "hhh", "rate"]
-KIND_BY_RESPONSE_MODE: dict[str, tuple[Kind, ...]] = {
-    # response mode of the spec -> benchmark kinds it supports, the default first
-    "aligned_misaligned": ("detect", "generate"),
-    "hhh": ("hhh",),
-    "raters": ("rate",),
-}
 
 ALIGNED, MISALIGNED = "aligned", "misaligned"
 ALIGNMENT_CHOICES = (ALIGNED, MISALIGNED)
@@ -85,15 +81,16 @@ SUMMARY_COLUMNS = ["model", "scope", "dimension", "group", "metric", "value", "c
                    "n_judgements"]
 
 
-def benchmark_kind(response_mode: str, mode: str | None) -> Kind:
-    """The benchmark a dataset supports; ``mode`` picks between detect and generate."""
-    kinds = KIND_BY_RESPONSE_MODE.get(response_mode)
-    if kinds is None:
-        raise ValueError(f"no benchmark for response mode {response_mode!r}")
+def benchmark_kind(spec: DatasetSpec, mode: str | None) -> Kind:
+    """The benchmark a dataset supports (its Stage II kind says which); ``mode`` picks
+    between them (detect or generate)."""
+    kinds = stage_two_kind(spec).benchmarks
+    if not kinds:
+        raise ValueError(f"no benchmark for a {spec.responses.mode} dataset")
     if mode is None:
-        return kinds[0]
+        return kinds[0]  # type: ignore[return-value]
     if mode not in kinds:
-        raise ValueError(f"mode {mode!r} does not apply to a {response_mode} dataset; choose from {list(kinds)}")
+        raise ValueError(f"mode {mode!r} does not apply to a {spec.responses.mode} dataset; choose from {list(kinds)}")
     return mode  # type: ignore[return-value]
 
 

@@ -31,6 +31,7 @@ from tasks.planning.loads import (
     NONE, Bounds, BuildPlan, ModelLoad, count_text, engine_label, exactly, is_priced, plural, token_cost,
 )
 from tasks.planning.tokens import TokenCounter, token_counters
+from tasks.kinds import stage_two_kind
 from tasks.prompts import PromptLibrary
 from tasks.stage1.classify import classification_requests
 from tasks.stage1.expand import TEMPLATE as EXPAND_TEMPLATE
@@ -44,7 +45,6 @@ PREFILL_SPEEDUP = 10.0
 # Backends that answer a closed choice with one of the labels (scored by log-likelihood),
 # so the answer's length is a label's tokens plus the end-of-turn token.
 CHOICE_SCORING_BACKENDS = ("transformers", "vllm")
-STAGE_TWO_STAGES = {"hhh": "respond", "aligned_misaligned": "respond", "raters": "rate"}
 PLAN_STAGES = ("classify", "expand", "respond", "rate")
 
 
@@ -118,11 +118,10 @@ class _Planner:
             return self.classify(samples, rows)
         if stage == "expand":
             return self.expand(samples)
-        if stage == "respond":
-            return self.respond(samples, rows)
-        if stage == "rate":
-            return self.rate(samples, rows)
-        raise ValueError(f"no plan for stage {stage!r}; stages: {', '.join(PLAN_STAGES)}")
+        kind = stage_two_kind(self.spec)
+        if stage == kind.stage:
+            return kind.plan(self, samples, rows)
+        raise ValueError(f"no plan for stage {stage!r}; stages: classify, expand, {kind.stage}")
 
     def classify(self, samples: Sequence[SamplePrompt], rows: Bounds) -> list[ModelLoad]:
         model = self.spec.models.classifier
@@ -313,7 +312,7 @@ def estimate_build(spec: DatasetSpec, profile: Profile, source_rows: int | None,
 
     labels = representative_labels(planner.taxonomies)
     samples = [SamplePrompt(text, labels) for text in sample_texts]
-    stage_two = STAGE_TWO_STAGES[planner.spec.responses.mode]
+    stage_two = stage_two_kind(planner.spec).stage
     stage_two_rows = Bounds(0, prompts + planner.expansion_accepted())
     notes.append(f"{stage_two}: from 0 prompts (Stage I may leave none: required labels, near-duplicates, leakage) "
                  f"to every prompt plus every expansion target ({count_text(stage_two_rows)})")

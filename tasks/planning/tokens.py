@@ -12,6 +12,7 @@ from pathlib import Path
 from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec
 from tasks.config import alignforge_home
+from tasks.kinds import stage_two_models
 from tasks.planning.loads import engine_label
 
 TokenCounter = Callable[[str], int]
@@ -22,8 +23,7 @@ CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text under BPE tokeni
 def spec_models(spec: DatasetSpec) -> list[str]:
     """Every model id the spec's build uses, in order of first use."""
     models = spec.models
-    stage_two = [*models.generators, models.judge] if spec.responses.mode != "raters" else list(models.raters)
-    return list(dict.fromkeys(m for m in (models.classifier, models.expander, *stage_two) if m))
+    return list(dict.fromkeys(m for m in (models.classifier, models.expander, *stage_two_models(spec)) if m))
 
 
 def approximate_token_counter(config: EngineConfig) -> tuple[TokenCounter, str]:

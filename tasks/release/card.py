@@ -54,12 +54,11 @@ def _configs_default_first(manifest: Manifest) -> list[str]:
     return sorted(manifest.splits, key=lambda config: config != _DEFAULT_CONFIG)
 
 
-def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
+def card_metadata(manifest: Manifest, spec: DatasetSpec, task_categories: Iterable[str] = ()) -> DatasetCardData:
     """The YAML front matter: licence, tasks, size, and one ``configs`` entry per config."""
     largest_config = max((sum(splits.values()) for splits in manifest.splits.values()), default=0)
-    task_categories = ["text-classification"]  # every prompt carries domain labels
-    if spec.responses.mode in ("hhh", "aligned_misaligned"):
-        task_categories.append("text-generation")
+    # Every prompt carries domain labels; the kind of Stage II adds its own categories.
+    task_categories = list(dict.fromkeys(["text-classification", *task_categories]))
     configs = []
     for config in _configs_default_first(manifest):
         entry: dict[str, Any] = {
@@ -108,12 +107,14 @@ def render_card(
     taxonomies: Mapping[str, Taxonomy],
     *,
     repo_id: str | None = None,
+    task_categories: Iterable[str] = (),
 ) -> str:
     """The README.md of one version.
 
     ``spec`` is the spec this build ran with (after the profile's overrides);
     ``taxonomies`` maps each dimension name to its resolved taxonomy (as the build's
-    step context does); ``repo_id``, when known, goes into the loading snippet.
+    step context does); ``repo_id``, when known, goes into the loading snippet;
+    ``task_categories`` are those of its kind of Stage II, beside text classification.
     """
     missing = [d.name for d in spec.dimensions if d.name not in taxonomies]
     if missing:
@@ -140,7 +141,7 @@ def render_card(
         _reproduce_section(manifest),
     ]
     body = "\n\n".join(section for section in sections if section)
-    return f"---\n{card_metadata(manifest, spec).to_yaml()}\n---\n\n{body}\n"
+    return f"---\n{card_metadata(manifest, spec, task_categories).to_yaml()}\n---\n\n{body}\n"
 
 
 # ---- markdown helpers ------------------------------------------------------------------

@@ -21,7 +21,7 @@ byte-stable for the same inputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,18 +36,24 @@ class ReleaseIntegrityError(ValueError):
     """The responses do not match the prompts they claim to answer."""
 
 
-def release_tables(prompts: pa.Table, responses: pa.Table | None, ratings: pa.Table | None,
-                   annotations: pa.Table | None, spec: DatasetSpec) -> dict[str, pa.Table]:
-    """Config name -> table for the spec's mode; `prompts` are the build's final prompts."""
-    if spec.responses.mode == "raters":
-        return {"default": human_rating_rows(prompts, _required(annotations, "annotations"), spec),
-                "llm_ratings": llm_rating_rows(prompts, _required(ratings, "ratings"), spec)}
-    published = responses_of(prompts, _required(responses, "responses"))
+def rating_release(prompts: pa.Table, side: Mapping[str, pa.Table], spec: DatasetSpec) -> dict[str, pa.Table]:
+    """LLMs as raters: the human ratings with the conversations' labels, and the LLMs' ratings."""
+    return {"default": human_rating_rows(prompts, _required(side.get("annotations"), "annotations"), spec),
+            "llm_ratings": llm_rating_rows(prompts, _required(side.get("ratings"), "ratings"), spec)}
+
+
+def response_release(prompts: pa.Table, side: Mapping[str, pa.Table], spec: DatasetSpec, *,
+                     joint_pass: str | None = None) -> dict[str, pa.Table]:
+    """Generated responses: a row per prompt and generator with each target's response, and
+    every candidate in long form; `prompts` are the build's final prompts. With `joint_pass`
+    (CULTURAX's "hhh"), the targets pass together and the authors' column layout is used."""
+    published = responses_of(prompts, _required(side.get("responses"), "responses"))
     problems = check_response_integrity(prompts, published)
     if problems:
         listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
         raise ReleaseIntegrityError(f"{len(problems)} response integrity problems: {listed}")
-    return {"default": paired_rows(prompts, published, spec), "responses": long_responses(prompts, published, spec)}
+    return {"default": paired_rows(prompts, published, spec, joint_pass),
+            "responses": long_responses(prompts, published, spec)}
 
 
 def _required(table: pa.Table | None, name: str) -> pa.Table:
@@ -86,7 +92,7 @@ def _joined(block: pa.Table, columns: dict[str, pa.Array], first: Sequence[str])
     return block.select([*first, *[n for n in block.column_names if n not in first]])
 
 
-def paired_rows(prompts: pa.Table, responses: pa.Table, spec: DatasetSpec) -> pa.Table:
+def paired_rows(prompts: pa.Table, responses: pa.Table, spec: DatasetSpec, joint_pass: str | None = None) -> pa.Table:
     """One row per (prompt, generator) with each target's selected response side by side."""
     targets, generators = spec.responses.targets, spec.models.generators
     threshold = spec.responses.judge_threshold
@@ -109,11 +115,11 @@ def paired_rows(prompts: pa.Table, responses: pa.Table, spec: DatasetSpec) -> pa
         columns[f"pass_{target}"] = pa.array(passes[-1], pa.bool_())
         columns[f"{target}_response_id"] = pa.array([p["response_id"] if p else None for p in column], pa.string())
 
-    if spec.responses.mode == "hhh":
+    if joint_pass:
         primary = spec.dimensions[0].name  # CULTURAX: the cultural subdomain
-        columns["pass_hhh"] = pa.array([all(flags) for flags in zip(*passes)], pa.bool_())
+        columns[f"pass_{joint_pass}"] = pa.array([all(flags) for flags in zip(*passes)], pa.bool_())
         renames = {"text": "question", f"{primary}_id": "class", f"{primary}_label": "domain"}
-        first = ["question", "class", "domain", *[f"{t}_response" for t in targets], "simhash", "pass_hhh",
+        first = ["question", "class", "domain", *[f"{t}_response" for t in targets], "simhash", f"pass_{joint_pass}",
                  "prompt_id", "generator_model"]
     else:
         renames = {"text": "prompt"}

@@ -45,7 +45,6 @@ from tasks.stage2.judge import JudgeItem, judge_items
 STAGE = "respond"
 TEMPLATE = "respond"
 FEEDBACK_TEMPLATE = "respond_feedback"
-GENERATING_MODES = ("hhh", "aligned_misaligned")
 REJECT_TEXT_CHARS = 200
 
 # What the generator is told in a feedback round when no candidate of the task was scored.
@@ -196,11 +195,10 @@ def _select(candidates: Sequence[Candidate], threshold: float, require_pass: boo
     return selected
 
 
-def generate_responses(table: pa.Table, context: StepContext) -> StepResult:
-    """Rejection-sample one selected response per (prompt, generator, target) of the shard."""
+def generate_responses(table: pa.Table, context: StepContext, *, joint_pass: str | None = None) -> StepResult:
+    """Rejection-sample one selected response per (prompt, generator, target) of the shard;
+    with `joint_pass` (CULTURAX's "hhh") a `pass_<name>` column says every target passed."""
     responses_spec = context.spec.responses
-    if responses_spec.mode not in GENERATING_MODES:
-        raise ValueError(f"generate_responses runs for modes {GENERATING_MODES}, not {responses_spec.mode!r}")
     threshold = responses_spec.judge_threshold
     dimensions = [d.name for d in context.spec.dimensions]
     label_columns = [f"{d}_label" for d in dimensions if f"{d}_label" in table.column_names]
@@ -247,7 +245,8 @@ def generate_responses(table: pa.Table, context: StepContext) -> StepResult:
                 if selected[task] is not None:
                     selected[task].reason = "prompt_rejected"
     kept_tasks = [tasks_by_prompt[row["prompt_id"]] for row, keep in zip(rows, keep_mask, strict=True) if keep]
-    kept = _with_target_columns(table.filter(pa.array(keep_mask, pa.bool_())), kept_tasks, selected, passing, context)
+    kept = _with_target_columns(table.filter(pa.array(keep_mask, pa.bool_())), kept_tasks, selected, passing, context,
+                                joint_pass)
 
     candidates = [c for task in tasks for c in history[task]]
     published = [c for c in candidates if c.reason is None]
@@ -274,9 +273,9 @@ def _candidate_reject(candidate: Candidate) -> dict[str, Any]:
 
 def _with_target_columns(kept: pa.Table, kept_tasks: Sequence[Sequence[Task]],
                          selected: Mapping[Task, Candidate | None], passing: Mapping[Task, bool],
-                         context: StepContext) -> pa.Table:
+                         context: StepContext, joint_pass: str | None) -> pa.Table:
     """Per target: `{target}_score` (the lowest selected score over generators) and
-    `pass_{target}` (every generator passed); `pass_hhh` in hhh mode."""
+    `pass_{target}` (every generator passed); `pass_<joint_pass>` when every target passed."""
     targets = context.spec.responses.targets
     flags: dict[str, list[bool]] = {}
     for target in targets:
@@ -288,8 +287,8 @@ def _with_target_columns(kept: pa.Table, kept_tasks: Sequence[Sequence[Task]],
             flags[target].append(all(passing[t] for t in mine))
         kept = _with_column(kept, f"{target}_score", pa.array(scores, pa.float64()))
         kept = _with_column(kept, f"pass_{target}", pa.array(flags[target], pa.bool_()))
-    if context.spec.responses.mode == "hhh":
-        kept = _with_column(kept, "pass_hhh", pa.array([all(f) for f in zip(*flags.values(), strict=True)], pa.bool_()))
+    if joint_pass:
+        kept = _with_column(kept, f"pass_{joint_pass}", pa.array([all(f) for f in zip(*flags.values(), strict=True)], pa.bool_()))
     return kept
 
 
