@@ -29,7 +29,7 @@ from tasks.stage2.judge import (
 from tasks.prompts import PromptLibrary
 from tests.conftest import CallbackEngine, inline_spec
 from tasks.kinds import release_tables, stage_two_kind
-from tasks.stage2.respond import check_response_integrity, generate_responses
+from tasks.stage2.respond import check_response_integrity
 
 HHH = ("helpful", "harmless", "honest")
 PROMPTS = [
