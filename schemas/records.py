@@ -59,6 +59,7 @@ REJECT_SCHEMA = pa.schema([
     pa.field("detail", pa.string()),
     pa.field("related_id", pa.string()),  # e.g. the kept duplicate, the train item it leaks into
     pa.field("text", pa.string()),
+    pa.field("raw", pa.binary()),  # a source row's bytes, when it left for what its bytes are (encoding, quotes)
 ])
 
 RESPONSE_SCHEMA = pa.schema([

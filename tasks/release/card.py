@@ -99,7 +99,9 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
 
 def _source_link(spec: DatasetSpec) -> str:
     real = spec.source.real
-    return f"https://huggingface.co/datasets/{real.hub_id}" if real.hub_id else str(real.url)
+    if real.hub_id:
+        return f"https://huggingface.co/datasets/{real.hub_id}"
+    return real.homepage or real.url or str(real.path)
 
 
 def render_card(
@@ -195,7 +197,7 @@ def _summary(manifest: Manifest, spec: DatasetSpec) -> str:
 def _sample_warning(manifest: Manifest, spec: DatasetSpec) -> str:
     if manifest.source.kind != "sample":
         return ""
-    real = spec.source.real.hub_id or spec.source.real.url
+    real = spec.source.real.where
     return (
         "> **This is a synthetic-sample build, not the real dataset.** It was built from the small sample "
         f"`{manifest.source.location}` bundled with alignforge instead of the real source ({real}), under "
@@ -213,18 +215,40 @@ def _paper_and_source(manifest: Manifest, spec: DatasetSpec) -> str:
         else f"`{spec.license}`; the source's licence is: {real.license}."
     )
     details = [
-        ("real source", f"[{real.hub_id or real.url}]({_source_link(spec)})"),
+        ("real source", f"[{real.where}]({_source_link(spec)})"),
         ("source config / split", f"{real.config or '(default)'} / {real.split}"),
         ("source licence", real.license),
         ("gated", "yes" if real.gated else "no"),
         ("built from", f"{manifest.source.kind}: {manifest.source.location}"),
         ("source rows read", manifest.source.rows),
         ("source sha256", f"`{manifest.source.sha256}`"),
+        *_source_reading(manifest),
     ]
     return (
         f"## Paper\n\n{spec.paper.strip()}\n\n## Licence\n\n{licence}\n\n## Source\n\n"
         + _table(["", ""], details)
     )
+
+
+def _source_reading(manifest: Manifest) -> list[tuple[str, Any]]:
+    """How the source files were read: files, the encoding decision, renamed columns."""
+    source = manifest.source
+    if not source.files:
+        return []
+    encodings = sorted({f.encoding for f in source.files})
+    decision = ", ".join(encodings)
+    if source.rows_decoded_with_fallback:
+        decision += (f"; {source.rows_decoded_with_fallback:,} rows were not UTF-8 and were decoded as "
+                     f"{source.fallback_encoding}")
+    rows = [("source files", len(source.files)), ("encoding", decision)]
+    if source.skipped_files:
+        rows.append(("files skipped (not data)", ", ".join(source.skipped_files)))
+    if source.column_renames:
+        rows.append(("source columns renamed", ", ".join(f"`{a}` -> `{b}`" for a, b in source.column_renames.items())))
+    header_renames = [f"{f.path} {where} -> `{name}`" for f in source.files for where, name in f.header_renames.items()]
+    if header_renames:
+        rows.append(("header names given", "; ".join(header_renames)))
+    return rows
 
 
 def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) -> str:

@@ -26,10 +26,16 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.records import RATING_SCHEMA, annotation_schema, prompt_schema
 from schemas.spec import DatasetSpec
+from tasks.config import ConfigError
 from tasks.stage2.respond import check_response_integrity, responses_of
 
 MAX_LISTED_PROBLEMS = 10
+# The prompt text's column in each mode's default config.
+TEXT_COLUMN = {"hhh": "question", "aligned_misaligned": "prompt", "raters": "conversation"}
+# What a kept source column is renamed to when the release writes a column of its name.
+SOURCE_PREFIX = "source_"
 
 
 class ReleaseIntegrityError(ValueError):
@@ -56,11 +62,46 @@ def _required(table: pa.Table | None, name: str) -> pa.Table:
     return table
 
 
+def release_columns(spec: DatasetSpec) -> frozenset[str]:
+    """Every column the pipeline itself writes into the prompt table or a config of this
+    spec's release; a kept source column must not take one of these names."""
+    mode, targets = spec.responses.mode, spec.responses.targets
+    names = set(prompt_schema([d.name for d in spec.dimensions]).names) | {"split", "expansion_model", TEXT_COLUMN[mode]}
+    if mode == "raters":
+        return frozenset(names | set(annotation_schema({}).names) | set(RATING_SCHEMA.names))
+    names |= {"generator_model", *(f"pass_{t}" for t in targets)}
+    names |= {f"{t}_{part}" for t in targets for part in ("response", "score", "response_id")}
+    if mode == "hhh":
+        names |= {"class", "domain", "pass_hhh"}
+    return frozenset(names)
+
+
+def kept_column_names(spec: DatasetSpec) -> dict[str, str]:
+    """Kept and annotation source columns -> their names in the prompt table and the release.
+    A name the release writes itself gets the prefix `source_` (a source that carries the
+    authors' `class` column keeps it as `source_class`), so no name is found twice at publish."""
+    reserved = release_columns(spec)
+    wanted = [*spec.source.keep_columns, *spec.source.annotation_columns]
+    names: dict[str, str] = {}
+    for name in wanted:
+        if name not in reserved:
+            names[name] = name
+            continue
+        renamed = SOURCE_PREFIX + name
+        if renamed in reserved or renamed in wanted:
+            raise ConfigError(f"spec {spec.name}: source column {name!r} is a column the release writes, and "
+                              f"{renamed!r}, its renamed form, is taken too: keep only one of them")
+        names[name] = renamed
+    return names
+
+
 def prompt_columns(prompts: pa.Table, spec: DatasetSpec) -> list[str]:
     """The prompt columns a release carries: ids, labels, kept source columns, provenance."""
     dimension_columns = [f"{d.name}_{part}" for d in spec.dimensions for part in ("label", "id", "score", "labels")]
     provenance = ["origin", "source_id", "source_row", "parent_ids", "generator_model", "expansion_round", "simhash"]
-    wanted = ["prompt_id", "text", *dimension_columns, *spec.source.keep_columns, *provenance, "split"]
+    kept = kept_column_names(spec)
+    wanted = ["prompt_id", "text", *dimension_columns, *(kept[name] for name in spec.source.keep_columns), *provenance,
+              "split"]
     return [name for name in wanted if name in prompts.column_names]
 
 
@@ -112,12 +153,12 @@ def paired_rows(prompts: pa.Table, responses: pa.Table, spec: DatasetSpec) -> pa
     if spec.responses.mode == "hhh":
         primary = spec.dimensions[0].name  # CULTURAX: the cultural subdomain
         columns["pass_hhh"] = pa.array([all(flags) for flags in zip(*passes)], pa.bool_())
-        renames = {"text": "question", f"{primary}_id": "class", f"{primary}_label": "domain"}
+        renames = {"text": TEXT_COLUMN["hhh"], f"{primary}_id": "class", f"{primary}_label": "domain"}
         first = ["question", "class", "domain", *[f"{t}_response" for t in targets], "simhash", "pass_hhh",
                  "prompt_id", "generator_model"]
     else:
-        renames = {"text": "prompt"}
-        first = ["prompt_id", "prompt", "generator_model", *[f"{t}_response" for t in targets]]
+        renames = {"text": TEXT_COLUMN["aligned_misaligned"]}
+        first = ["prompt_id", TEXT_COLUMN["aligned_misaligned"], "generator_model", *[f"{t}_response" for t in targets]]
     block = _prompt_block(prompts, [index for index, _ in order], spec, renames)
     return _joined(block, columns, [name for name in first if name in block.column_names or name in columns])
 
@@ -145,8 +186,9 @@ def human_rating_rows(prompts: pa.Table, annotations: pa.Table, spec: DatasetSpe
     order = sorted((i for i, p in enumerate(positions) if p is not None), key=lambda i: (prompt_ids[i], source_rows[i]))
     rows = annotations.take(pa.array(order, pa.int64())).drop_columns(["prompt_id"])
     # The annotation's own source_row (one per rater) replaces the conversation's first row.
-    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": "conversation"}, drop=["source_row"])
-    return _joined(block, {name: rows[name] for name in rows.column_names}, ["prompt_id", "conversation"])
+    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": TEXT_COLUMN["raters"]},
+                          drop=["source_row"])
+    return _joined(block, {name: rows[name] for name in rows.column_names}, ["prompt_id", TEXT_COLUMN["raters"]])
 
 
 def llm_rating_rows(prompts: pa.Table, ratings: pa.Table, spec: DatasetSpec) -> pa.Table:
@@ -157,6 +199,6 @@ def llm_rating_rows(prompts: pa.Table, ratings: pa.Table, spec: DatasetSpec) -> 
     order = sorted((i for i, p in enumerate(positions) if p is not None),
                    key=lambda i: (keys[i]["prompt_id"], rater_rank.get(keys[i]["rater_model"], len(rater_rank))))
     rows = ratings.take(pa.array(order, pa.int64())).drop_columns(["prompt_id", "domain"])
-    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": "conversation"})
-    first = ["prompt_id", "conversation", "rater_model", "rating"]
+    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": TEXT_COLUMN["raters"]})
+    first = ["prompt_id", TEXT_COLUMN["raters"], "rater_model", "rating"]
     return _joined(block, {name: rows[name] for name in rows.column_names}, first)
