@@ -40,6 +40,7 @@ from tasks.release.checkpoint import ShardCheckpoints
 from tasks.stage1.classify import classify_shard
 from tasks.config import (
     PROJECT_ROOT, PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for,
+    with_source_encoding,
 )
 from tasks.core import RowAccountingError, StepContext, StepResult, concat, merge_reports, reasons, run_step
 from tasks.dedup.near_duplicates import Fingerprinter, remove_near_duplicates, with_fingerprints
@@ -81,6 +82,7 @@ class BuildRun:
     # Usage of shards that ran on other processes' pools (Dask workers): ours never sees it.
     elsewhere_usage: dict[str, EngineUsage] = field(default_factory=dict)
     elsewhere_roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    source_location: str | None = None  # `--source`: the user's copy instead of the spec's source
 
     def count_shard_usage(self, shard_usage: PoolUsage | None) -> None:
         if shard_usage is None or shard_usage.pool_id == self.pool.pool_id:
@@ -102,9 +104,10 @@ class BuildRun:
         self.budget.check(spent, estimate_shard(stage, rows, self.spec, self.context.profile), where)
 
     @classmethod
-    def prepare(cls, dataset: str, profile: str, limit: int | None, reuse_cache: bool, home: Path | None = None) -> BuildRun:
+    def prepare(cls, dataset: str, profile: str, limit: int | None, reuse_cache: bool, home: Path | None = None,
+                encoding: str | None = None) -> BuildRun:
         profile_model = load_profile(profile)
-        spec = apply_profile(load_spec(dataset), profile_model)
+        spec = with_source_encoding(apply_profile(load_spec(dataset), profile_model), encoding)
         taxonomies = taxonomies_for(spec)
         home = home or alignforge_home()
         descriptions = {d.name: d.description for t in taxonomies.values() for d in t.domains}
@@ -245,15 +248,17 @@ def global_report(stage: str, rows_in: int, kept: int, rejects: pa.Table, stats:
 def build_dataset(dataset: str, profile: str = "local", limit: int | None = None, reuse_cache: bool = True,
                   rebuild: bool = False, home: str | None = None, dry_run: bool = False,
                   max_requests: int | None = None, max_output_tokens: int | None = None,
-                  max_cost: float | None = None) -> dict[str, Any]:
+                  max_cost: float | None = None, source: str | None = None, encoding: str | None = None) -> dict[str, Any]:
     """Build one dataset version from its spec; returns where it was published. `dry_run`
-    returns the plan (requests, tokens, time, cost per stage and model) and builds nothing."""
+    returns the plan (requests, tokens, time, cost per stage and model) and builds nothing.
+    `source` (a file, folder, glob or hub id) replaces the spec's source; `encoding` is the
+    fallback for rows that are not UTF-8."""
     if dry_run:
         from flows.plan import plan_build
 
         return plan_build(dataset, profile, limit, home)
     return run_build(dataset, profile, limit, reuse_cache, rebuild, home,
-                     budget=Budget(max_requests, max_output_tokens, max_cost))
+                     budget=Budget(max_requests, max_output_tokens, max_cost), source=source, encoding=encoding)
 
 
 def build_with_configured_runner(dataset: str, profile: str = "local", **parameters: Any) -> dict[str, Any]:
@@ -270,12 +275,13 @@ def build_with_configured_runner(dataset: str, profile: str = "local", **paramet
 
 
 def run_build(dataset: str, profile: str = "local", limit: int | None = None, reuse_cache: bool = True,
-              rebuild: bool = False, home: str | None = None, budget: Budget = Budget()) -> dict[str, Any]:
+              rebuild: bool = False, home: str | None = None, budget: Budget = Budget(), source: str | None = None,
+              encoding: str | None = None) -> dict[str, Any]:
     """The build; under a flow run each shard step is a Prefect task run. A budget stop ends
     the build cleanly at a shard boundary: nothing is published, finished shards stay for the
     next run (a larger budget resumes from there)."""
-    run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None)
-    run.budget, run.start_usage = budget, run.usage_by_engine()
+    run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None, encoding)
+    run.budget, run.start_usage, run.source_location = budget, run.usage_by_engine(), source
     try:
         return _build(run, rebuild)
     except BudgetExceeded as stop:
@@ -292,7 +298,8 @@ def _build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
     logger = run.context.logger
 
     # Stage I, query construction.
-    source = load_source(run.spec, PROJECT_ROOT, real=run.context.profile.source == "real", limit=run.limit)
+    source = load_source(run.spec, PROJECT_ROOT, real=run.context.profile.source == "real", limit=run.limit,
+                         location=run.source_location, home=run.home)
     key = run.content_key(source.fingerprint)
     existing = store.find_version(run.spec.name, key)
     if existing and not rebuild:

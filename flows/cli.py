@@ -34,6 +34,11 @@ def build(
     max_requests: Annotated[Optional[int], typer.Option(min=1, help="Stop before a shard that could exceed N requests")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop before a shard that could exceed N output tokens")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0, help="Stop before a shard that could exceed N US dollars (prices from the profile)")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="Your copy of the source: a CSV, TSV, JSONL, JSON or Parquet file, a folder or a glob "
+                         "(or a Hub dataset id); replaces the spec's source")] = None,
+    encoding: Annotated[Optional[str], typer.Option(
+        help="Fallback encoding for rows that are not UTF-8 (default cp1252 for CSV/TSV)")] = None,
     home: HomeOption = None,
 ) -> None:
     """Build DATASET (culturax, savacu, misaligntrade, demo_safetybench) from its spec."""
@@ -43,7 +48,8 @@ def build(
     with terminal_progress(enabled=console.is_terminal):
         result = build_with_configured_runner(dataset=dataset, profile=profile, limit=limit, reuse_cache=not no_cache, rebuild=rebuild,
                                home=str(home) if home else None, max_requests=max_requests,
-                               max_output_tokens=max_output_tokens, max_cost=max_cost)
+                               max_output_tokens=max_output_tokens, max_cost=max_cost, source=source,
+                               encoding=encoding)
     if result.get("stopped"):
         console.print(f"[yellow]{result['stopped']}[/]\nNothing published; run again with a larger budget to resume.")
         raise typer.Exit(3)

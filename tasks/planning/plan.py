@@ -43,7 +43,8 @@ from tasks.stage2.judge import CRITIQUE_MAX_CHARS, SCORE_CHOICES, JudgeItem, jud
 from tasks.prompts import PromptLibrary
 from tasks.stage2.rate import TEMPLATE as RATE_TEMPLATE
 from tasks.stage2.respond import FEEDBACK_TEMPLATE, TEMPLATE as RESPOND_TEMPLATE
-from tasks.stage1.sources import load_source
+from tasks.stage1.source_files import FORMAT_BY_SUFFIX, SourceUnavailable, find_files
+from tasks.stage1.sources import how_to_point, load_source, real_path
 
 TokenCounter = Callable[[str], int]
 
@@ -627,7 +628,8 @@ class SourceRows:
     how: str
 
 
-def count_source_rows(spec: DatasetSpec, *, real: bool, project_root: Path = PROJECT_ROOT) -> SourceRows:
+def count_source_rows(spec: DatasetSpec, *, real: bool, project_root: Path = PROJECT_ROOT,
+                      home: Path | None = None) -> SourceRows:
     """Rows of the source the build reads, without loading it: lines or CSV records streamed,
     Parquet metadata, or a hub dataset's cached `dataset_info.json`."""
     source = spec.source
@@ -636,6 +638,14 @@ def count_source_rows(spec: DatasetSpec, *, real: bool, project_root: Path = PRO
         return SourceRows(_file_rows(path, source.format), f"{source.format} rows of {source.sample}")
     if source.real.hub_id:
         return _hub_rows(source.real.hub_id, source.real.config, source.real.split)
+    if source.real.path:
+        path = real_path(spec, home or alignforge_home())
+        try:
+            _, files, _ = find_files(path, source.format)
+        except SourceUnavailable:
+            return SourceRows(None, f"unknown: nothing at {path} yet ({how_to_point(spec)})")
+        rows = sum(_file_rows(file, FORMAT_BY_SUFFIX.get(file.suffix.lower(), source.format)) for file in files)
+        return SourceRows(rows, f"rows of the {len(files)} file(s) at {path}")
     return SourceRows(None, f"unknown: {source.real.url} is remote and counting it needs a download")
 
 
@@ -645,8 +655,13 @@ def _file_rows(path: Path, kind: str) -> int:
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         if kind == "jsonl":
             return sum(1 for line in handle if line.strip())  # the reader skips blank lines
+        if kind == "json":
+            document = json.load(handle)
+            return len(document if isinstance(document, list) else next(
+                (v for v in document.values() if isinstance(v, list)), []))
         # Records, not lines: a quoted field may hold newlines. Blank lines are skipped like csv.DictReader does.
-        return max(0, sum(1 for record in csv.reader(handle) if record) - 1)
+        records = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",")
+        return max(0, sum(1 for record in records if record) - 1)
 
 
 def _hub_rows(hub_id: str, config: str | None, split: str) -> SourceRows:

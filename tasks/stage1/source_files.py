@@ -14,9 +14,11 @@ they are decoded, so the fallback must keep ASCII bytes as ASCII (the spec check
 CSV and TSV cells are read as text: ids stay as written (``1.43E+19`` is not rounded to a
 float), quoted newlines belong to their cell, blank and repeated header names get names
 of their own, and empty cells past the header are dropped. A quote left open would
-swallow every row after it: a record that runs over several lines with an odd number of
-quotes is taken as broken, only its first line leaves (``broken_quotes``), and reading
-restarts on the next line.
+swallow every row after it: quotes are read strictly (a closing quote must end its cell),
+so a quote that never closes properly stops the record; only the line it started on
+leaves (``broken_quotes``), and reading restarts on the next line. (A quote left open still
+runs on to the next quote that could close a cell, one followed by a delimiter or a line
+end: what it took in is then one record, accounted for like any other.)
 
 One bad row never raises; a wholly unreadable file (no header, not JSON, not Parquet)
 raises SourceFormatError naming the file.
@@ -215,7 +217,7 @@ def _delimited_rows(text: str, label: str, clean: bool, fallback: str | None,
                     delimiter: str) -> tuple[list[SourceRow], dict[str, str]]:
     lines = io.StringIO(text, newline="").readlines()
     feed = _LineFeed(lines)
-    reader = csv.reader(feed, delimiter=delimiter, strict=False)
+    reader = csv.reader(feed, delimiter=delimiter, strict=True)
     # A long cell is the too_long check's to reject with its reason, not the parser's.
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     header: list[str] | None = None
@@ -233,21 +235,16 @@ def _delimited_rows(text: str, label: str, clean: bool, fallback: str | None,
             cells = next(reader)
         except StopIteration:
             break
-        except csv.Error as error:
+        except csv.Error as error:  # strict quoting is the only rule the reader can find broken
             if header is None:
                 raise SourceFormatError(f"{label} line {start + 1}: header cannot be read ({error})") from error
             feed.position = start + 1
-            add(None, start, ("malformed_row", str(error)), _raw(lines[start]))
+            add(None, start, ("broken_quotes", f"a quote on this line is not closed where a cell ends ({error})"),
+                _raw(lines[start]))
             continue
         if not cells:
             continue  # a blank line is no record
         record = lines[start:feed.position]
-        if len(record) > 1 and sum(line.count('"') for line in record) % 2:
-            if header is None:
-                raise SourceFormatError(f"{label} line {start + 1}: the header opens a quote it never closes")
-            feed.position = start + 1
-            add(None, start, ("broken_quotes", "a quote opened on this line is never closed"), _raw(lines[start]))
-            continue
         problem, fallback_used = None, False
         if not clean and any(_ESCAPED_BYTES.search(cell) for cell in cells):
             decoded = _redecoded(cells, fallback)

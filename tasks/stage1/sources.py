@@ -94,12 +94,17 @@ def _read_real(spec: DatasetSpec, home: Path) -> tuple[Iterable[SourceRow], Sour
     if real.url:
         downloaded = _download(spec, real.url, home / "sources" / spec.source.name)
         return _read_files(spec.source, downloaded, "url", real.url)
-    path = Path(str(real.path)).expanduser()
-    path = path if path.is_absolute() else home / "sources" / path
+    path = real_path(spec, home)
     try:
         return _read_files(spec.source, path, "path", str(path))
     except SourceUnavailable as error:
         raise SourceUnavailable(f"{spec.name}: source not found: {error}; {how_to_point(spec)}") from error
+
+
+def real_path(spec: DatasetSpec, home: Path) -> Path:
+    """Where `source.real.path` points: a relative path is under `<home>/sources/`."""
+    path = Path(str(spec.source.real.path)).expanduser()
+    return path if path.is_absolute() else home / "sources" / path
 
 
 def _read_files(source: SourceSpec, path: Path, kind: str, location: str) -> tuple[list[SourceRow], SourceFingerprint]:
