@@ -306,7 +306,8 @@ def _build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
         logger.info("%s: inputs unchanged, version %s already published", run.spec.name, existing)
         return {"dataset": run.spec.name, "version": existing, "path": str(store.path(run.spec.name, existing)), "reused": True}
     checkpoints = ShardCheckpoints(run.home / run.spec.name / ".work" / key[:16])
-    plan = checkpoints.load_value("plan") or plan_totals(make_plan(run.spec_name, run.profile_name, run.limit, home=run.home))
+    plan = checkpoints.load_value("plan") or plan_totals(make_plan(run.spec_name, run.profile_name, run.limit, home=run.home,
+                                                                   source_location=run.source_location))
     checkpoints.save_value("plan", plan)
     _record_load(run, source)
     progress("load", 1, 1)

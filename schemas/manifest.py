@@ -70,6 +70,9 @@ class SourceFile(_Record):
     header_renames: dict[str, str] = {}  # CSV/TSV header as written -> column name (blank, repeated)
 
 
+SOURCE_KIND_IMPORT = "import"  # a version holding the authors' release, not a build
+
+
 class SourceFingerprint(_Record):
     kind: str  # sample | path | url | hub | import
     location: str

@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData
 
-from schemas.manifest import Manifest
+from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
 from tasks.release.store import DATA_FOLDER
@@ -126,17 +126,17 @@ def render_card(
                 f"manifest.domain_counts[{dimension!r}] has keys {sorted(counts)}; the manifest schema "
                 f"expects {_BEFORE!r}, {_AFTER!r} and {_PUBLISHED!r}"
             )
+    # An imported release was not built here: no expansion, models, parameters or choices of ours to report.
+    built = manifest.source.kind != SOURCE_KIND_IMPORT
     sections = [
         _summary(manifest, spec),
         _sample_warning(manifest, spec),
+        _import_notice(manifest),
         _paper_and_source(manifest, spec),
         *(_taxonomy_section(manifest, d.name, taxonomies[d.name]) for d in spec.dimensions),
-        _expansion_section(manifest, spec),
-        _dedup_and_leakage(manifest, spec),
+        *([_expansion_section(manifest, spec), _dedup_and_leakage(manifest, spec)] if built else []),
         _stage_section(manifest),
-        _models_section(manifest),
-        _parameters_section(spec),
-        _open_choices_section(manifest),
+        *([_models_section(manifest), _parameters_section(spec), _open_choices_section(manifest)] if built else []),
         _loading_section(manifest, repo_id),
         _files_section(manifest),
         _reproduce_section(manifest),
@@ -203,6 +203,20 @@ def _sample_warning(manifest: Manifest, spec: DatasetSpec) -> str:
         f"`{manifest.source.location}` bundled with alignforge instead of the real source ({real}), under "
         f"profile `{manifest.profile}`. It shows the format and the pipeline; its rows and numbers are not "
         f"{spec.title} and must not be compared with the paper."
+    )
+
+
+def _import_notice(manifest: Manifest) -> str:
+    if manifest.source.kind != SOURCE_KIND_IMPORT:
+        return ""
+    return (
+        "> **This version is the authors' own release, imported, not built by alignforge.** It holds the rows "
+        f"of `{manifest.source.location}` (sha256 `{manifest.source.sha256}`) in the layout of alignforge's "
+        "builds, so benchmarks and `alignforge diff` treat it as one. `domain` is the authors' label (a label "
+        "outside the taxonomy left, `unknown_label`); `class` is the taxonomy's id for it (the authors' value is "
+        "`source_class`); `simhash` is alignforge's 64-bit fingerprint of the question (the authors' `simhash_id` "
+        "is kept as written in `source_simhash_id`); responses and `pass_hhh` are as released, without judge "
+        "scores; every response carries its question's id and text digest (config `responses`)."
     )
 
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.manifest import SourceFingerprint
+from schemas.manifest import SourceFingerprint, StageReport
 from schemas.records import ORIGIN_SOURCE, annotation_schema, prompt_schema
 from schemas.spec import ColumnRule, DatasetSpec, SourceSpec
 from tasks.config import alignforge_home
-from tasks.core import make_rejects, stable_id
+from tasks.core import make_rejects, reasons, stable_id
 from tasks.release.tables import kept_column_names
 from tasks.stage1.source_files import (
     DEFAULT_FALLBACK, FORMAT_BY_SUFFIX, SourceFormatError, SourceRow, SourceUnavailable, read_location,
@@ -55,6 +55,12 @@ class LoadedSource:
     rows_read: int
     stats: dict[str, int] = field(default_factory=dict)
 
+    def report(self) -> StageReport:
+        """The load stage's report: source rows in, rows loaded (grouped rows count one each) and rejected."""
+        return StageReport(stage="load", unit="source_row", rows_in=self.rows_read,
+                           kept=self.rows_read - self.rejects.num_rows, rejected=self.rejects.num_rows,
+                           rejected_by_reason=reasons(self.rejects), stats=self.stats)
+
 
 def load_source(spec: DatasetSpec, project_root: Path, *, real: bool, limit: int | None = None,
                 location: str | None = None, home: Path | None = None) -> LoadedSource:
@@ -77,10 +83,16 @@ def how_to_point(spec: DatasetSpec) -> str:
             f"or set source.real.path in its spec (README: Sources)")
 
 
-def _read_given(spec: DatasetSpec, location: str) -> tuple[Iterable[SourceRow], SourceFingerprint]:
+def is_hub_id(location: str) -> bool:
+    """`--source owner/name` names a hub dataset unless a file or folder of that name exists."""
     path = Path(location).expanduser()
-    if _HUB_ID.fullmatch(location) and not path.exists() and path.suffix.lower() not in FORMAT_BY_SUFFIX:
+    return bool(_HUB_ID.fullmatch(location)) and not path.exists() and path.suffix.lower() not in FORMAT_BY_SUFFIX
+
+
+def _read_given(spec: DatasetSpec, location: str) -> tuple[Iterable[SourceRow], SourceFingerprint]:
+    if is_hub_id(location):
         return _read_hub(spec, location, None, "train")
+    path = Path(location).expanduser()
     try:
         return _read_files(spec.source, path, "path", str(path.absolute()))
     except SourceUnavailable as error:
