@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.build import run_build
-from tasks.config import DATA_DIR
+from tasks.config import DATA_DIR, load_spec
 from tests.messy_files import spreadsheet_culturax_csv
 from tests.test_four_datasets import CLASSIFIER, WRITER
 
@@ -75,3 +75,12 @@ def test_the_cli_passes_source_and_encoding_to_the_build(monkeypatch, tmp_path: 
     result = CliRunner().invoke(app, ["build", "culturax", "--source", "~/data/questions.csv", "--encoding", "latin-1"])
     assert result.exit_code == 0, result.output
     assert (seen["source"], seen["encoding"]) == ("~/data/questions.csv", "latin-1")
+
+
+def test_a_plan_for_a_given_source_counts_and_samples_that_source(inputs) -> None:
+    from tasks.planning.plan import count_source_rows, sample_prompts
+
+    spec = load_spec(str(inputs["spec"]))
+    assert count_source_rows(spec, real=False, location=str(inputs["csv"])).rows == 7
+    sample = sample_prompts(spec, real=False, limit=None, location=str(inputs["csv"]))
+    assert len(sample.texts) == 6 and sample.prompts_per_row == 6 / 7 and str(inputs["csv"]) in sample.how
