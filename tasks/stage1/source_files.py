@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -62,8 +62,7 @@ class SourceUnavailable(SourceFormatError):
     """The source is not where the spec or `--source` says, or cannot be fetched."""
 
 
-@dataclass(frozen=True)
-class SourceRow:
+class SourceRow(NamedTuple):  # a tuple: a source has millions of them
     """One record of a source file: its values, or the problem that kept them from being read."""
 
     file: str  # the file's name relative to the source location
@@ -246,7 +245,7 @@ def _delimited_rows(text: str, label: str, clean: bool, fallback: str | None,
             continue  # a blank line is no record
         record = lines[start:feed.position]
         problem, fallback_used = None, False
-        if not clean and any(_ESCAPED_BYTES.search(cell) for cell in cells):
+        if not clean and any(map(_ESCAPED_BYTES.search, record)):
             decoded = _redecoded(cells, fallback)
             if decoded is None:
                 problem = _invalid_encoding(fallback)
@@ -262,8 +261,8 @@ def _delimited_rows(text: str, label: str, clean: bool, fallback: str | None,
         if problem:
             add(None, start, problem, _raw("".join(record)))
         else:
-            add({name: cells[i] if i < len(cells) else None for i, name in enumerate(header)}, start,
-                fallback_used=fallback_used)
+            cells += [None] * (len(header) - len(cells))  # a short row: its missing cells are empty
+            add(dict(zip(header, cells)), start, fallback_used=fallback_used)
     if header is None:
         raise SourceFormatError(f"{label}: empty file, no header")
     return rows, renames

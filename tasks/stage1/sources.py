@@ -173,6 +173,8 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
     keep_types = {names[name]: rule.type for name, rule in source.keep_columns.items()}
     annotation_types = {names[name]: rule.type for name, rule in source.annotation_columns.items()}
     used_columns = _used_columns(source)
+    text_columns = set(_text_columns(source))
+    empty_labels = {f"{d}_{part}": None for d in dimensions for part in ("label", "id", "score", "labels", "raw")}
     several_files = len(fingerprint.files) > 1
     # In a folder of prompt sets each file numbers its own rows; grouped rows (DICES) name one
     # conversation across files.
@@ -181,7 +183,8 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
     annotations: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     rows_read = 0
-    columns_by_file: dict[str, set[str]] = {}
+    files_with_text: set[str] = set()
+    columns_by_file: dict[str, set[str]] = {}  # of files where no row had the text column yet
 
     valid: list[tuple[SourceRow, str, str, str | None, str]] = []
     for row in rows:
@@ -194,7 +197,11 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
         if not isinstance(raw, dict):
             rejects.append(_reject(record_id, row.where, "not_an_object", f"row is {type(raw).__name__}"))
             continue
-        columns_by_file.setdefault(row.file, set()).update(raw)
+        if row.file not in files_with_text:
+            if text_columns <= raw.keys():
+                files_with_text.add(row.file)
+            else:
+                columns_by_file.setdefault(row.file, set()).update(raw)
         problem = _unwritable_column(raw, used_columns)
         text = None
         if problem is None:
@@ -210,16 +217,21 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
 
     # Rows of one id must agree on the text; the majority text wins (ties: the first seen),
     # so one corrupt row cannot take its whole group down with it.
-    texts_by_id: dict[str, Counter[str]] = {}
+    first_text: dict[str, str] = {}
+    texts_by_id: dict[str, Counter[str]] = {}  # ids seen more than once
     for _, _, text, _, prompt_id in valid:
-        texts_by_id.setdefault(prompt_id, Counter())[text] += 1
+        if prompt_id in first_text:
+            texts_by_id.setdefault(prompt_id, Counter([first_text[prompt_id]]))[text] += 1
+        else:
+            first_text[prompt_id] = text
+    majority = {prompt_id: texts.most_common(1)[0][0] for prompt_id, texts in texts_by_id.items()}
     for row, record_id, text, source_id, prompt_id in valid:
         existing = prompts.get(prompt_id)
         if existing is not None and not source.annotation_columns:
             rejects.append(_reject(record_id, row.where, "duplicate_source_id", f"id {source_id!r} already loaded",
                                    related=prompt_id, text=text))
             continue
-        if text != texts_by_id[prompt_id].most_common(1)[0][0]:
+        if text != majority.get(prompt_id, text):
             rejects.append(_reject(record_id, row.where, "conflicting_text",
                                    f"id {source_id!r}: other rows of this id have another text",
                                    related=prompt_id, text=text[:200]))
@@ -229,13 +241,13 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
                 rejects.append(_reject(record_id, row.where, "over_limit", f"build limited to {limit} prompts"))
                 continue
             prompts[prompt_id] = _prompt_row(prompt_id, text, source_id, row.number, row.values, source, names,
-                                             dimensions)
+                                             empty_labels)
         if source.annotation_columns:
             annotations.append({"prompt_id": prompt_id, "source_row": row.number, **{
                 names[name]: _coerce(row.values.get(name), rule.type) for name, rule in source.annotation_columns.items()
             }})
 
-    _check_files_have_text(source, fingerprint, columns_by_file)
+    _check_files_have_text(source, fingerprint, {f: c for f, c in columns_by_file.items() if f not in files_with_text})
     table = pa.Table.from_pylist(list(prompts.values()), schema=prompt_schema(dimensions, keep_types))
     annotation_table = (pa.Table.from_pylist(annotations, schema=annotation_schema(annotation_types))
                         if source.annotation_columns else None)
@@ -246,13 +258,15 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
     return LoadedSource(table, make_rejects(rejects), annotation_table, loaded_fingerprint, rows_read, stats)
 
 
-def _used_columns(source: SourceSpec) -> list[str]:
-    """The columns whose values reach the tables (the others are never written)."""
+def _text_columns(source: SourceSpec) -> list[str]:
     if source.text_template:
-        text_columns = [name for _, name, _, _ in string.Formatter().parse(source.text_template) if name]
-    else:
-        text_columns = [source.text_column]
-    return [*text_columns, *([source.id_column] if source.id_column else []), *source.keep_columns,
+        return [name for _, name, _, _ in string.Formatter().parse(source.text_template) if name]
+    return [source.text_column]
+
+
+def _used_columns(source: SourceSpec) -> list[str]:
+    """The columns whose values reach the tables (the others are never written), text first."""
+    return [*_text_columns(source), *([source.id_column] if source.id_column else []), *source.keep_columns,
             *source.annotation_columns]
 
 
@@ -263,11 +277,9 @@ def _check_files_have_text(source: SourceSpec, fingerprint: SourceFingerprint,
     for file, columns in columns_by_file.items():
         where = f"{fingerprint.location}/{file}" if several else fingerprint.location
         if source.text_template:
-            needed = {f for _, f, _, _ in string.Formatter().parse(source.text_template) if f}
-            if not needed <= columns:
-                raise SourceFormatError(f"{where}: text_template needs columns {sorted(needed)}; found {sorted(columns)}")
-        elif source.text_column not in columns:
-            raise SourceFormatError(f"{where}: expected a column {source.text_column!r}; found {sorted(columns)}")
+            raise SourceFormatError(f"{where}: text_template needs columns {sorted(_text_columns(source))}; "
+                                    f"found {sorted(columns)}")
+        raise SourceFormatError(f"{where}: expected a column {source.text_column!r}; found {sorted(columns)}")
 
 
 def _unwritable_column(raw: dict[str, Any], columns: list[str]) -> tuple[str, str] | None:
@@ -368,14 +380,12 @@ def _source_id(raw: dict[str, Any], row: SourceRow, source: SourceSpec, per_file
 
 
 def _prompt_row(prompt_id: str, text: str, source_id: str | None, row_number: int, raw: dict[str, Any],
-                source: SourceSpec, names: dict[str, str], dimensions: list[str]) -> dict[str, Any]:
+                source: SourceSpec, names: dict[str, str], empty_labels: dict[str, None]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "prompt_id": prompt_id, "text": text, "origin": ORIGIN_SOURCE, "source_id": source_id,
         "source_row": row_number, "parent_ids": [], "generator_model": None, "expansion_round": 0, "simhash": None,
+        **empty_labels,
     }
-    for dimension in dimensions:
-        row.update({f"{dimension}_label": None, f"{dimension}_id": None, f"{dimension}_score": None,
-                    f"{dimension}_labels": None, f"{dimension}_raw": None})
     row.update({names[name]: _coerce(raw.get(name), rule.type) for name, rule in source.keep_columns.items()})
     return row
 
