@@ -1,4 +1,4 @@
-"""Near-duplicate / leakage benchmark for ``tasks.dedup.simhash``.
+"""Near-duplicate / leakage benchmark for SimHash (``tasks.dedup``).
 
     python -m bench.dedup_bench            # 400,000 prompts (a few minutes)
     python -m bench.dedup_bench --quick    # tiny smoke run (seconds)
@@ -26,18 +26,11 @@ from typing import Any
 import numpy as np
 import simhash as simhash_package
 
-from tasks.dedup.simhash import (
-    FingerprintConfig,
-    compute_idf,
-    feature_hash,
-    fingerprints,
-    fit_and_fingerprint,
-    hamming,
-    minhash_near_duplicate_pairs,
-    near_duplicate_pairs,
-    nearest_within,
-    weighted_shingles,
-)
+from tasks.dedup.features import FingerprintConfig, feature_hash
+from tasks.dedup.fingerprint import fingerprints, fit_and_fingerprint, hamming
+from tasks.dedup.index import near_duplicate_pairs, nearest_within
+from tasks.dedup.minhash import minhash_near_duplicate_pairs
+from tasks.dedup.reference import compute_idf, weighted_shingles
 
 RESULTS_PATH = Path(__file__).parent / "results" / "dedup.json"
 TAUS = (3, 10)

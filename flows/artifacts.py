@@ -28,11 +28,29 @@ def _key(*parts: str) -> str:
 def stage_table(dataset: str, report: StageReport) -> None:
     if not _in_run():
         return
-    rows = [{"stage": report.stage, "unit": report.unit, "rows_in": report.rows_in, "kept": report.kept,
-             "rejected": report.rejected, "seconds": report.seconds}]
-    rows += [{"stage": report.stage, "reason": reason, "rejected": count} for reason, count in report.rejected_by_reason.items()]
-    create_table_artifact(key=_key(dataset, report.stage), table=rows,
+    create_table_artifact(key=_key(dataset, report.stage), table=stage_rows(report),
                           description=f"{dataset}: {report.stage}, rows in / kept / rejected by reason")
+
+
+def stage_rows(report: StageReport) -> list[dict[str, object]]:
+    """A step's accounting as uniform rows (measure, unit, reason, value): prompt and
+    candidate units apart, each rejection with its reason, wall time beside summed shard time."""
+    def row(measure: str, unit: str, value: object, reason: str = "") -> dict[str, object]:
+        return {"measure": measure, "unit": unit, "reason": reason, "value": value}
+
+    rows = [row("rows in", report.unit, report.rows_in)]
+    if report.added:
+        rows.append(row("added", report.unit, report.added))
+    rows += [row("kept", report.unit, report.kept), row("rejected", report.unit, report.rejected)]
+    rows += [row("rejected", report.unit, n, reason) for reason, n in report.rejected_by_reason.items()]
+    if report.candidates_generated is not None:
+        rejected = report.candidates_generated - (report.candidates_kept or 0)
+        rows += [row("generated", "candidate", report.candidates_generated),
+                 row("kept", "candidate", report.candidates_kept), row("rejected", "candidate", rejected)]
+        rows += [row("rejected", "candidate", n, reason) for reason, n in report.candidates_rejected_by_reason.items()]
+    rows += [row("wall seconds", "", report.wall_seconds), row("summed shard seconds", "", report.seconds),
+             row("shards", "", report.shards), row("reused shards", "", report.reused_shards)]
+    return rows
 
 
 def stage_progress(dataset: str, stage: str, total: int) -> Callable[[int], None]:

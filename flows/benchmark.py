@@ -12,7 +12,7 @@ Method, in order:
    repetition penalty 1.1, seed 42 + run; raters are greedy and run once).
 3. The spec's judge, loaded once, gives closed-choice verdicts on all the answers
    (generate mode and CULTURAX only).
-4. Figures (tasks.benchmark.evaluate on tasks.benchmark.metrics) with bootstrap intervals over items, and per
+4. Figures (tasks.benchmark.summary on tasks.benchmark.metrics) with bootstrap intervals over items, and per
    model requests, tokens, latency, throughput, cold start and GPU peak.
 5. items.parquet, summary.parquet, report.md, run.json and the plots are written next to
    the version, atomically (tasks.benchmark.report); in a flow run the headline table and
@@ -42,10 +42,10 @@ from schemas.spec import DatasetSpec
 from tasks.benchmark.report import RunInfo, summary_records, write_results
 from tasks.config import PROMPTS_DIR, alignforge_home, load_profile
 from tasks.engines.pool import EnginePool
-from tasks.benchmark.evaluate import (
-    EVALUATION_SAMPLING, SEMANTIC_TYPE_TAXONOMY, BenchmarkData, EngineSource, EvaluationSettings, answer_items,
-    benchmark_data, benchmark_kind, headline, item_table, judge_all, summarise,
-)
+from tasks.benchmark.items import BenchmarkData, benchmark_data
+from tasks.benchmark.judging import EngineSource, answer_items, item_table, judge_all
+from tasks.benchmark.kinds import EVALUATION_SAMPLING, SEMANTIC_TYPE_TAXONOMY, EvaluationSettings, benchmark_kind
+from tasks.benchmark.summary import headline, summarise
 from tasks.prompts import PromptLibrary
 from tasks.release.store import DatasetStore
 

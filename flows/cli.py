@@ -78,10 +78,14 @@ def show(dataset: str, version: Annotated[Optional[str], typer.Argument()] = Non
         console.print_json(manifest.model_dump_json())
         return
     console.print(f"[bold]{manifest.dataset}[/] {manifest.version} (profile {manifest.profile}, {manifest.wall_seconds} s)")
-    stages = Table("stage", "unit", "in", "kept", "rejected", "reasons", "seconds")
+    stages = Table("stage", "unit", "in", "added", "kept", "rejected", "reasons", "candidates", "seconds")
     for stage in manifest.stages:
-        stages.add_row(stage.stage, stage.unit, str(stage.rows_in), str(stage.kept), str(stage.rejected),
-                       ", ".join(f"{k}={v}" for k, v in stage.rejected_by_reason.items()), f"{stage.seconds:.1f}")
+        candidates = "" if stage.candidates_generated is None else (
+            f"{stage.candidates_generated} generated, {stage.candidates_kept} kept: "
+            + ", ".join(f"{k}={v}" for k, v in stage.candidates_rejected_by_reason.items()))
+        stages.add_row(stage.stage, stage.unit, str(stage.rows_in), str(stage.added), str(stage.kept),
+                       str(stage.rejected), ", ".join(f"{k}={v}" for k, v in stage.rejected_by_reason.items()),
+                       candidates, f"{stage.wall_seconds:.1f}")
     console.print(stages)
     models = Table("role", "spec model", "engine", "requests", "cache hits", "tokens in", "tokens out", "seconds")
     for use in manifest.models:

@@ -14,10 +14,10 @@ from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
 from schemas.records import REJECT_SCHEMA
 from tasks import __version__
 from tasks.config import PROJECT_ROOT, alignforge_home, load_spec, model_sha, taxonomies_for
-from tasks.core import concat
+from tasks.core import account, concat
 from tasks.dedup.near_duplicates import Fingerprinter
 from tasks.release.card import render_card
-from tasks.release.imported import KEPT_AS, authors_layout, imported_release
+from tasks.release.imported import IMPORT_STAGE, KEPT_AS, authors_layout, imported_release
 from tasks.release.invariants import check_release
 from tasks.release.store import DatasetStore
 from tasks.stage1.sources import load_source
@@ -36,9 +36,12 @@ def import_release(dataset: str, path: str, *, home: Path | None = None, encodin
     source = loaded.fingerprint.model_copy(update={"kind": SOURCE_KIND_IMPORT, "column_renames": KEPT_AS})
     dimension = spec.dimensions[0].name
     fingerprinter = Fingerprinter.fit(loaded.prompts["text"].to_pylist(), spec.dedup)
+    loaded_at = time.perf_counter()
     release = imported_release(loaded, authors, taxonomies[dimension], fingerprinter)
-    reports = [loaded.report(), release.report]
-    problems = check_release(release.prompts, {"responses": release.responses}, taxonomies, reports)
+    reports = [account("load", "source_row", loaded.rows_read, loaded.step_result(), loaded_at - started),
+               account(IMPORT_STAGE, "prompt", loaded.prompts.num_rows, release.step, time.perf_counter() - loaded_at)]
+    prompts = release.step.kept
+    problems = check_release(prompts, {"responses": release.responses}, taxonomies, reports)
     if problems:
         raise RuntimeError(f"{spec.name}: import not published, invariants failed: " + "; ".join(problems[:10]))
 
@@ -49,7 +52,7 @@ def import_release(dataset: str, path: str, *, home: Path | None = None, encodin
     existing = store.find_version(spec.name, key)
     if existing:
         return {"dataset": spec.name, "version": existing, "path": str(store.path(spec.name, existing)), "reused": True}
-    counts = dict(sorted(Counter(release.prompts[f"{dimension}_label"].to_pylist()).items()))
+    counts = dict(sorted(Counter(prompts[f"{dimension}_label"].to_pylist()).items()))
     manifest = Manifest(
         dataset=spec.name, version="pending", content_key=key, created_at=datetime.now(timezone.utc).isoformat(),
         alignforge_version=__version__, profile=SOURCE_KIND_IMPORT, spec=spec.model_dump(mode="json"), source=source,
@@ -58,7 +61,7 @@ def import_release(dataset: str, path: str, *, home: Path | None = None, encodin
         wall_seconds=round(time.perf_counter() - started, 2))
     published = store.publish(
         spec.name, key, {"default": {IMPORTED_SPLIT: release.default}, "responses": {IMPORTED_SPLIT: release.responses}},
-        {"rejects": concat([loaded.rejects, release.rejects], schema=REJECT_SCHEMA)}, manifest,
+        {"rejects": concat([loaded.rejects, release.step.rejects], schema=REJECT_SCHEMA)}, manifest,
         card=lambda final: render_card(final, spec, taxonomies))
     return {"dataset": spec.name, "version": published.version, "path": str(published.path), "reused": False,
-            "rows": release.default.num_rows, "rejected": loaded.rejects.num_rows + release.rejects.num_rows}
+            "rows": release.default.num_rows, "rejected": loaded.rejects.num_rows + release.step.rejects.num_rows}

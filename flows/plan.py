@@ -22,10 +22,12 @@ from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.config import apply_profile, load_profile, load_spec
 from tasks.engines import create_engine
-from tasks.planning.plan import (
-    BuildPlan, cached_throughputs, calibrate, count_source_rows, engine_label, estimate_build, load_token_counters,
-    plan_totals, render_plan, render_plan_markdown, sample_prompts, spec_models,
-)
+from tasks.planning.calibration import cached_throughputs, calibrate
+from tasks.planning.inputs import count_source_rows, sample_prompts
+from tasks.planning.loads import BuildPlan, engine_label
+from tasks.planning.plan import estimate_build
+from tasks.planning.render import plan_totals, render_plan, render_plan_markdown
+from tasks.planning.tokens import load_token_counters, spec_models
 
 
 def make_plan(dataset: str, profile: str = "local", limit: int | None = None, *, measure: bool = False,

@@ -27,14 +27,24 @@ class ModelUse(_Record):
 
 
 class StageReport(_Record):
+    """One step's accounting: rows in + added = kept + rejected, in the step's unit; a step
+    that generates candidates also accounts for them apart (generated = kept + rejected)."""
+
     stage: str
     unit: str = "prompt"
     rows_in: int
+    added: int = 0  # rows the step created (expansion's accepted prompts)
     kept: int
     rejected: int
-    rejected_by_reason: dict[str, int] = {}
+    rejected_by_reason: dict[str, int] = {}  # in the step's unit only
+    candidates_generated: int | None = None
+    candidates_kept: int | None = None
+    candidates_rejected_by_reason: dict[str, int] = {}
     stats: dict[str, float] = {}
-    seconds: float = 0.0
+    seconds: float = 0.0  # step time summed over shards (parallel shards overlap)
+    wall_seconds: float = 0.0  # from the stage's start to its end
+    shards: int = 1
+    reused_shards: int = 0  # shards read back from a checkpoint of an earlier run
 
 
 class ExpansionOutcome(_Record):

@@ -51,17 +51,18 @@ def test_build_publishes_a_loadable_version_whose_counts_add_up(prefect_harness,
     manifest = json.loads((folder / "manifest.json").read_text())
 
     for stage in manifest["stages"]:
-        assert stage["rows_in"] == stage["kept"] + stage["rejected"], stage
+        assert stage["rows_in"] + stage["added"] == stage["kept"] + stage["rejected"], stage
+        if stage["candidates_generated"] is not None:
+            candidates_rejected = sum(stage["candidates_rejected_by_reason"].values())
+            assert stage["candidates_generated"] == stage["candidates_kept"] + candidates_rejected, stage
     stages = {s["stage"]: s for s in manifest["stages"]}
     assert list(stages) == ["load", "classify", "dedup", "expand", "split", "respond"]
     assert stages["load"]["rows_in"] == 140  # every line of the sample, bad rows included
 
     rejects = pq.read_table(folder / "rejects" / "rejects.parquet")
-    response_candidates_rejected = sum(
-        1 for unit, stage in zip(rejects["unit"].to_pylist(), rejects["stage"].to_pylist())
-        if unit == "candidate" and stage != "expand")
-    # Stage reports count their own unit; Stage II's candidate rejects are kept beside them.
-    assert rejects.num_rows == sum(s["rejected"] for s in manifest["stages"]) + response_candidates_rejected
+    # Stage reports count their own unit; candidates (expansion, Stage II) are counted apart.
+    candidates_rejected = sum(sum(s["candidates_rejected_by_reason"].values()) for s in manifest["stages"])
+    assert rejects.num_rows == sum(s["rejected"] for s in manifest["stages"]) + candidates_rejected
 
     default = datasets.load_dataset("parquet", data_dir=str(folder / "data" / "default"))
     rows = sum(len(split) for split in default.values())
@@ -87,6 +88,7 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
     from prefect import flow
 
     import flows.build as build_module
+    from tasks.engines.pool import EnginePool
     from tests.conftest import write_scripted_culturax
 
     events: list[str] = []
@@ -98,9 +100,9 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
         events.append("release slot")
 
     monkeypatch.setattr(prefect.concurrency.sync, "concurrency", recording_concurrency)
-    monkeypatch.setattr(build_module.EnginePool, "releases_between_stages", property(lambda pool: True))
-    real_release = build_module.EnginePool.release
-    monkeypatch.setattr(build_module.EnginePool, "release",
+    monkeypatch.setattr(EnginePool, "releases_between_stages", property(lambda pool: True))
+    real_release = EnginePool.release
+    monkeypatch.setattr(EnginePool, "release",
                         lambda pool: (events.append("release engines"), real_release(pool))[1])
     files = write_scripted_culturax(tmp_path)
 

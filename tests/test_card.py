@@ -148,7 +148,7 @@ def test_body_reports_counts_outcomes_parameters_and_choices(published) -> None:
     assert "| -1 | Unknown | (outside the taxonomy) |  | 0 | 0 |" in text
     assert "|  | **total** |  |  | 14 | 181 |" in text
     assert "Targets not met: Fraud (80 of 100)." in text
-    assert "| dedup | prompt | 5 | 4 | 1 | near_duplicate: 1 |" in text
+    assert "| dedup | prompt | 5 | 0 | 4 | 1 | near_duplicate: 1 | - |" in text
     assert "| test_share_near_train | 0.003 |" in text
     assert "`transformers:SmolLM2-135M-Instruct@main`" in text
     assert "| `classification.threshold` | 0.5 |" in text

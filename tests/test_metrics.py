@@ -1,5 +1,5 @@
-"""Tests for tasks.benchmark.metrics: hand-computed cases, edge cases, and agreement with
-established implementations (pingouin, scipy, fairlearn when installed)."""
+"""Tests for tasks.benchmark.metrics and rater_metrics: hand-computed cases, edge cases,
+and agreement with established implementations (pingouin, scipy, fairlearn when installed)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,19 @@ from scipy import stats
 from tasks.benchmark import metrics
 from tasks.benchmark.metrics import (
     bootstrap_ci,
+    joint_hhh,
+    latency_summary,
+    misalignment_scores,
+    misalignment_scores_by,
+    throughput,
+)
+from tasks.benchmark.rater_metrics import (
     demographic_parity_difference,
     demographic_sensitivity,
     equalized_odds_difference,
     group_rates,
     icc,
     inter_rater_correlation,
-    joint_hhh,
-    latency_summary,
-    misalignment_scores,
-    misalignment_scores_by,
-    throughput,
 )
 
 # ----------------------------------------------------------- misalignment detection

@@ -9,7 +9,9 @@ import pytest
 from schemas.records import RATING_SCHEMA, annotation_schema
 from schemas.spec import ColumnRule
 from tasks.config import load_spec
-from tasks.release.tables import kept_column_names, release_columns, release_tables
+from schemas.records import release_columns
+from tasks.release.tables import release_tables
+from tasks.stage1.sources import kept_column_names
 from tests.test_release import TEXTS, prompts, responses, spec_for
 
 

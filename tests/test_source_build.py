@@ -78,7 +78,7 @@ def test_the_cli_passes_source_and_encoding_to_the_build(monkeypatch, tmp_path: 
 
 
 def test_a_plan_for_a_given_source_counts_and_samples_that_source(inputs) -> None:
-    from tasks.planning.plan import count_source_rows, sample_prompts
+    from tasks.planning.inputs import count_source_rows, sample_prompts
 
     spec = load_spec(str(inputs["spec"]))
     assert count_source_rows(spec, real=False, location=str(inputs["csv"])).rows == 7

@@ -86,7 +86,8 @@ def test_run_step_checks_candidates_and_reports_reasons() -> None:
         return StepResult(kept=t, rejects=rejects, candidates_generated=2, candidates_kept=1)
 
     result, report = run_step("x", generates, table, context=None)
-    assert report.rejected == 0 and report.rejected_by_reason == {"empty": 1}
+    assert report.rejected == 0 and report.rejected_by_reason == {}
+    assert report.candidates_rejected_by_reason == {"empty": 1}
 
     def miscounts(t, context):
         return StepResult(kept=t, rejects=REJECT_SCHEMA.empty_table(), candidates_generated=2, candidates_kept=1)

@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from tasks.benchmark import plots
 from tasks.engines.base import SamplingParams
-from tasks.benchmark.evaluate import HEADLINE_METRICS, HUMAN_RATERS, EvaluationSettings, Kind, headline
+from tasks.benchmark.kinds import HEADLINE_METRICS, HUMAN_RATERS, EvaluationSettings, Kind
+from tasks.benchmark.summary import headline
 
 BENCHMARKS_FOLDER = "benchmarks"
 # Texts the dataset version already holds: items.parquet keeps their keys (prompt_id,

@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from schemas.records import ORIGIN_SOURCE
 from schemas.spec import DedupSpec
-from tasks.dedup import simhash
-from tasks.core import StepResult, make_rejects
+from tasks.dedup import fingerprint, index, minhash
+from tasks.dedup.features import FingerprintConfig, IdfTable
+from tasks.core import StepContext, StepResult, make_rejects
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class Fingerprinter:
     held-out sets) live in the same space as the corpus the IDF came from.  The corpus's
     own fingerprints come from the same pass as the table."""
 
-    config: simhash.FingerprintConfig
-    idf: simhash.IdfTable | None
+    config: FingerprintConfig
+    idf: IdfTable | None
     fitted_texts: tuple[str, ...] = ()
     fitted_fingerprints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
 
@@ -34,24 +35,24 @@ class Fingerprinter:
     def fit(cls, texts: Sequence[str], spec: DedupSpec) -> Fingerprinter:
         config, texts = fingerprint_config(spec), tuple(texts)
         if config.weighting != "idf":
-            return cls(config, None, texts, simhash.fingerprints(texts, config))
-        table, fitted = simhash.fit_and_fingerprint(texts, config)
+            return cls(config, None, texts, fingerprint.fingerprints(texts, config))
+        table, fitted = fingerprint.fit_and_fingerprint(texts, config)
         return cls(config, table, texts, fitted)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if tuple(texts) == self.fitted_texts:
             return self.fitted_fingerprints.copy()
-        return simhash.fingerprints(list(texts), self.config, idf=self.idf)
+        return fingerprint.fingerprints(list(texts), self.config, idf=self.idf)
 
 
-def fingerprint_config(spec: DedupSpec) -> simhash.FingerprintConfig:
-    return simhash.FingerprintConfig(bits=spec.bits, shingle=spec.shingle, ngram=spec.ngram, weighting=spec.weighting)
+def fingerprint_config(spec: DedupSpec) -> FingerprintConfig:
+    return FingerprintConfig(bits=spec.bits, shingle=spec.shingle, ngram=spec.ngram, weighting=spec.weighting)
 
 
 def with_fingerprints(table: pa.Table, fingerprinter: Fingerprinter) -> pa.Table:
     values = fingerprinter(table["text"].to_pylist())
-    index = table.schema.get_field_index("simhash")
-    return table.set_column(index, table.schema.field("simhash"), pa.array(values, type=pa.uint64()))
+    column = table.schema.get_field_index("simhash")
+    return table.set_column(column, table.schema.field("simhash"), pa.array(values, type=pa.uint64()))
 
 
 def keep_priority(table: pa.Table) -> np.ndarray:
@@ -68,24 +69,24 @@ def near_duplicate_pairs(table: pa.Table, spec: DedupSpec, seed: int) -> np.ndar
     if table.num_rows < 2:
         return np.zeros((0, 2), dtype=np.int64)
     if spec.method == "minhash":
-        return simhash.minhash_near_duplicate_pairs(
+        return minhash.minhash_near_duplicate_pairs(
             table["text"].to_pylist(), threshold=spec.minhash_threshold, config=fingerprint_config(spec), seed=seed
         )
     fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
-    return simhash.near_duplicate_pairs(fingerprints, spec.tau, seed=seed)
+    return index.near_duplicate_pairs(fingerprints, spec.tau, seed=seed)
 
 
 def remove_near_duplicates(table: pa.Table, spec: DedupSpec, seed: int, stage: str = "dedup") -> StepResult:
     """Keep one representative per near-duplicate cluster; the rest leave with its id."""
     pairs = near_duplicate_pairs(table, spec, seed)
-    representative = simhash.cluster_keep(table.num_rows, pairs, keep_priority(table))
+    representative = index.cluster_keep(table.num_rows, pairs, keep_priority(table))
     keep = representative == np.arange(table.num_rows)
     ids = table["prompt_id"].to_pylist()
     texts = table["text"].to_pylist()
     fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
     rejects = [
         {"record_id": ids[i], "unit": "prompt", "stage": stage, "reason": "near_duplicate",
-         "detail": f"{spec.method} hamming {int(simhash.hamming(fingerprints[i:i + 1], fingerprints[r:r + 1])[0])}"
+         "detail": f"{spec.method} hamming {int(fingerprint.hamming(fingerprints[i:i + 1], fingerprints[r:r + 1])[0])}"
          if spec.method == "simhash" else f"minhash jaccard >= {spec.minhash_threshold}",
          "related_id": ids[r], "text": texts[i][:200]}
         for i, r in enumerate(representative) if i != r
@@ -96,8 +97,15 @@ def remove_near_duplicates(table: pa.Table, spec: DedupSpec, seed: int, stage: s
     )
 
 
+def deduplicate(table: pa.Table, context: StepContext) -> StepResult:
+    """The dedup step: fingerprint every prompt with the build's fingerprinter, then keep one
+    representative per near-duplicate cluster."""
+    spec = context.spec
+    return remove_near_duplicates(with_fingerprints(table, context.fingerprinter), spec.dedup, spec.seed)
+
+
 def leaking_rows(candidates: np.ndarray, reference: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
     """For each candidate fingerprint, the closest reference within tau (-1 if none) and its distance."""
     if len(candidates) == 0 or len(reference) == 0:
         return np.full(len(candidates), -1, dtype=np.int64), np.full(len(candidates), -1, dtype=np.int64)
-    return simhash.nearest_within(candidates, reference, tau)
+    return index.nearest_within(candidates, reference, tau)

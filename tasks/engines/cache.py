@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tasks.config import alignforge_home
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
-from tasks.engines.packaged import alignforge_home
 
 
 def default_cache_path() -> Path:

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible HTTP backend: OpenAI, a vLLM server, or our own openai_server.
+"""The OpenAI-compatible HTTP backend: OpenAI, a vLLM server, or the tests' server
+(tests/engines/openai_server.py).
 
 Requests go out concurrently (at most `max_in_flight` at once) and are retried with
 exponential backoff and jitter on 408/409/429/5xx, timeouts and connection errors, honouring

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,15 @@ class PoolUsage:
     pool_id: str
     usage: dict[str, EngineUsage] = field(default_factory=dict)
     roles: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pool_id": self.pool_id, "usage": {name: asdict(used) for name, used in self.usage.items()},
+                "roles": [[role, spec_model, engine] for (role, spec_model), engine in self.roles.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PoolUsage:
+        return cls(data["pool_id"], {name: EngineUsage(**used) for name, used in data["usage"].items()},
+                   {(role, spec_model): engine for role, spec_model, engine in data["roles"]})
 
 
 class EnginePool:

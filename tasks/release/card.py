@@ -17,7 +17,7 @@ from huggingface_hub import DatasetCardData
 from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
-from tasks.release.store import DATA_FOLDER
+from tasks.release.layout import DATA_FOLDER
 
 # The Hub's size buckets (datasets/utils/resources/size_categories.json), by upper bound.
 _SIZE_BUCKETS = [
@@ -336,14 +336,18 @@ def _dedup_and_leakage(manifest: Manifest, spec: DatasetSpec) -> str:
 
 
 def _stage_section(manifest: Manifest) -> str:
+    def by_reason(counts: dict[str, int]) -> str:
+        return ", ".join(f"{reason}: {n:,}" for reason, n in sorted(counts.items())) or "-"
+
     rows = [
-        (s.stage, s.unit, s.rows_in, s.kept, s.rejected,
-         ", ".join(f"{reason}: {n:,}" for reason, n in sorted(s.rejected_by_reason.items())) or "-",
-         f"{s.seconds:.1f}")
+        (s.stage, s.unit, s.rows_in, s.added, s.kept, s.rejected, by_reason(s.rejected_by_reason),
+         "-" if s.candidates_generated is None else
+         f"{s.candidates_generated:,} generated, {s.candidates_kept:,} kept ({by_reason(s.candidates_rejected_by_reason)})",
+         f"{s.wall_seconds:.1f}")
         for s in manifest.stages
     ]
-    return "## Pipeline stages\n\n" + _table(
-        ["stage", "unit", "rows in", "kept", "rejected", "rejected by reason", "seconds"], rows
+    return "## Pipeline stages\n\nrows in + added = kept + rejected, in each stage's unit; candidates apart.\n\n" + _table(
+        ["stage", "unit", "rows in", "added", "kept", "rejected", "rejected by reason", "candidates", "seconds"], rows
     )
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from schemas.manifest import StageReport
 from tasks.core import StepResult
+from tasks.engines.pool import PoolUsage
 
 
 class ShardCheckpoints:
@@ -26,7 +27,9 @@ class ShardCheckpoints:
     def _folder(self, stage: str, index: int) -> Path:
         return self.root / stage / f"shard-{index:05d}"
 
-    def load(self, stage: str, index: int) -> tuple[StepResult, StageReport] | None:
+    def load(self, stage: str, index: int) -> tuple[StepResult, StageReport, PoolUsage | None] | None:
+        """A finished shard's result, report and the engine usage it caused (so a resumed
+        build's manifest counts the models of the whole build)."""
         folder = self._folder(stage, index)
         marker = folder / "report.json"
         if not marker.is_file():
@@ -35,20 +38,25 @@ class ShardCheckpoints:
         side = {name: pq.read_table(folder / f"side-{name}.parquet") for name in saved["side"]}
         result = StepResult(
             kept=pq.read_table(folder / "kept.parquet"), rejects=pq.read_table(folder / "rejects.parquet"),
-            stats=saved["report"]["stats"], side=side,
+            stats=saved["report"]["stats"], side=side, details=saved["details"], added=saved["added"],
+            kept_units=saved["kept_units"],
             candidates_generated=saved["candidates_generated"], candidates_kept=saved["candidates_kept"],
         )
-        return result, StageReport.model_validate(saved["report"])
+        usage = PoolUsage.from_json(saved["usage"]) if saved["usage"] is not None else None
+        return result, StageReport.model_validate(saved["report"]), usage
 
-    def save(self, stage: str, index: int, result: StepResult, report: StageReport) -> None:
+    def save(self, stage: str, index: int, result: StepResult, report: StageReport,
+             usage: PoolUsage | None = None) -> None:
         folder = self._folder(stage, index)
         folder.mkdir(parents=True, exist_ok=True)
         _write_table(folder / "kept.parquet", result.kept)
         _write_table(folder / "rejects.parquet", result.rejects)
         for name, table in result.side.items():
             _write_table(folder / f"side-{name}.parquet", table)
-        marker = {"report": report.model_dump(mode="json"), "side": sorted(result.side),
-                  "candidates_generated": result.candidates_generated, "candidates_kept": result.candidates_kept}
+        marker = {"report": report.model_dump(mode="json"), "side": sorted(result.side), "details": result.details,
+                  "added": result.added, "kept_units": result.kept_units,
+                  "candidates_generated": result.candidates_generated, "candidates_kept": result.candidates_kept,
+                  "usage": usage.to_json() if usage is not None else None}
         _write_bytes(folder / "report.json", json.dumps(marker).encode())
 
     def save_value(self, name: str, value: dict) -> None:

@@ -17,9 +17,9 @@ import pandas as pd
 
 from schemas.spec import DatasetSpec, DedupSpec
 from tasks.dedup.near_duplicates import Fingerprinter, leaking_rows
-from tasks.dedup.simhash import normalize_text
+from schemas.records import TEXT_COLUMN
+from tasks.dedup.features import normalize_text
 from tasks.release.store import DatasetStore
-from tasks.release.tables import TEXT_COLUMN
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from schemas.manifest import Manifest
-from tasks.release.store import CARD_FILE, DATA_FOLDER, MANIFEST_FILE, SIDE_GROUPS, DatasetStore
+from tasks.release.layout import CARD_FILE, DATA_FOLDER, MANIFEST_FILE, SIDE_GROUPS
+from tasks.release.store import DatasetStore
 
 logger = logging.getLogger(__name__)
 

@@ -24,16 +24,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from schemas.manifest import StageReport
-from schemas.records import RESPONSE_SCHEMA
+from schemas.records import RESPONSE_SCHEMA, TEXT_COLUMN
 from schemas.spec import ColumnRule, DatasetSpec, RealSource, SourceSpec
 from schemas.taxonomy import Taxonomy
 from tasks.config import ConfigError
-from tasks.core import make_rejects, reasons, stable_id, text_sha
+from tasks.core import StepResult, make_rejects, stable_id, text_sha
 from tasks.dedup.near_duplicates import Fingerprinter
-from tasks.release.tables import TEXT_COLUMN, kept_column_names
 from tasks.stage1.source_files import FORMAT_BY_SUFFIX
-from tasks.stage1.sources import LoadedSource
+from tasks.stage1.sources import LoadedSource, kept_column_names
 
 IMPORT_STAGE = "import"
 # Who wrote an imported response, where our builds name the generator model.
@@ -48,9 +46,7 @@ KEPT_AS = {"class": "source_class", AUTHORS_SIMHASH: "source_simhash_id"}
 class ImportedRelease:
     default: pa.Table
     responses: pa.Table
-    prompts: pa.Table  # the prompt table the invariants check
-    rejects: pa.Table
-    report: StageReport
+    step: StepResult  # the import as a step over the loaded prompts: kept (the prompts published) and rejected
 
 
 def authors_layout(spec: DatasetSpec, location: str, encoding: str | None) -> DatasetSpec:
@@ -92,9 +88,7 @@ def imported_release(loaded: LoadedSource, spec: DatasetSpec, taxonomy: Taxonomy
                            pa.array([[label] for label in labels], pa.list_(pa.string())))
                .set_column(prompts.column_names.index("simhash"), "simhash", fingerprints))
     responses = _responses(prompts, spec, names)
-    report = StageReport(stage=IMPORT_STAGE, rows_in=loaded.prompts.num_rows, kept=prompts.num_rows,
-                         rejected=rejects.num_rows, rejected_by_reason=reasons(rejects))
-    return ImportedRelease(_default(prompts, responses, spec, names), responses, prompts, rejects, report)
+    return ImportedRelease(_default(prompts, responses, spec, names), responses, StepResult(kept=prompts, rejects=rejects))
 
 
 def _responses(prompts: pa.Table, spec: DatasetSpec, names: dict[str, str]) -> pa.Table:

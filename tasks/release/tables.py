@@ -26,16 +26,12 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.records import RATING_SCHEMA, annotation_schema, prompt_schema
+from schemas.records import TEXT_COLUMN
 from schemas.spec import DatasetSpec
-from tasks.config import ConfigError
+from tasks.stage1.sources import kept_column_names
 from tasks.stage2.respond import check_response_integrity, responses_of
 
 MAX_LISTED_PROBLEMS = 10
-# The prompt text's column in each mode's default config.
-TEXT_COLUMN = {"hhh": "question", "aligned_misaligned": "prompt", "raters": "conversation"}
-# What a kept source column is renamed to when the release writes a column of its name.
-SOURCE_PREFIX = "source_"
 
 
 class ReleaseIntegrityError(ValueError):
@@ -60,39 +56,6 @@ def _required(table: pa.Table | None, name: str) -> pa.Table:
     if table is None:
         raise ValueError(f"this release needs the {name} table")
     return table
-
-
-def release_columns(spec: DatasetSpec) -> frozenset[str]:
-    """Every column the pipeline itself writes into the prompt table or a config of this
-    spec's release; a kept source column must not take one of these names."""
-    mode, targets = spec.responses.mode, spec.responses.targets
-    names = set(prompt_schema([d.name for d in spec.dimensions]).names) | {"split", "expansion_model", TEXT_COLUMN[mode]}
-    if mode == "raters":
-        return frozenset(names | set(annotation_schema({}).names) | set(RATING_SCHEMA.names))
-    names |= {"generator_model", *(f"pass_{t}" for t in targets)}
-    names |= {f"{t}_{part}" for t in targets for part in ("response", "score", "response_id")}
-    if mode == "hhh":
-        names |= {"class", "domain", "pass_hhh"}
-    return frozenset(names)
-
-
-def kept_column_names(spec: DatasetSpec) -> dict[str, str]:
-    """Kept and annotation source columns -> their names in the prompt table and the release.
-    A name the release writes itself gets the prefix `source_` (a source that carries the
-    authors' `class` column keeps it as `source_class`), so no name is found twice at publish."""
-    reserved = release_columns(spec)
-    wanted = [*spec.source.keep_columns, *spec.source.annotation_columns]
-    names: dict[str, str] = {}
-    for name in wanted:
-        if name not in reserved:
-            names[name] = name
-            continue
-        renamed = SOURCE_PREFIX + name
-        if renamed in reserved or renamed in wanted:
-            raise ConfigError(f"spec {spec.name}: source column {name!r} is a column the release writes, and "
-                              f"{renamed!r}, its renamed form, is taken too: keep only one of them")
-        names[name] = renamed
-    return names
 
 
 def prompt_columns(prompts: pa.Table, spec: DatasetSpec) -> list[str]:

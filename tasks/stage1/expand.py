@@ -14,7 +14,6 @@ import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,26 +21,14 @@ import pyarrow as pa
 
 from schemas.manifest import ExpansionOutcome
 from schemas.records import ORIGIN_EXPANSION
-from tasks.dedup import simhash
 from tasks.stage1.classify import classify_texts
-from tasks.core import StepContext, concat, make_rejects, request_seed, stable_id
+from tasks.core import StepContext, StepResult, concat, make_rejects, request_seed, stable_id
+from tasks.dedup.index import cluster_keep, near_duplicate_pairs, nearest_within
 from tasks.dedup.near_duplicates import Fingerprinter
 from tasks.engines.base import ChatRequest
 
 TEMPLATE = "expand"
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)]|prompt\s*\d*\s*:|new prompt\s*:)\s*", re.IGNORECASE)
-
-
-@dataclass
-class ExpansionResult:
-    table: pa.Table
-    rejects: pa.Table
-    outcomes: list[ExpansionOutcome]
-    stats: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def generated(self) -> int:
-        return int(self.stats.get("generated", 0))
 
 
 def deficits(labels: list[str], domain_names: list[str], target: int) -> dict[str, int]:
@@ -61,7 +48,10 @@ def clean_generated(text: str) -> str | None:
     return None
 
 
-def expand_domains(table: pa.Table, context: StepContext, fingerprinter: Fingerprinter) -> ExpansionResult:
+def expand_domains(table: pa.Table, context: StepContext) -> StepResult:
+    """Top up every domain below target; kept = the prompts in plus the accepted generations
+    (`added`), each generation accounted for as a candidate; outcomes per domain in `details`."""
+    fingerprinter: Fingerprinter = context.fingerprinter
     spec = context.spec.expansion
     dimension = spec.dimension
     taxonomy = context.taxonomies[dimension]
@@ -101,7 +91,10 @@ def expand_domains(table: pa.Table, context: StepContext, fingerprinter: Fingerp
     ]
     stats["domains_below_target"] = len(outcomes)
     stats["domains_unmet"] = sum(not o.met for o in outcomes)
-    return ExpansionResult(table, make_rejects(all_rejects), outcomes, dict(stats))
+    accepted = int(stats["accepted"])
+    return StepResult(kept=table, rejects=make_rejects(all_rejects), stats=dict(stats), added=accepted,
+                      candidates_generated=int(stats["generated"]), candidates_kept=accepted,
+                      details={"outcomes": [o.model_dump() for o in outcomes]})
 
 
 def _generate(table: pa.Table, missing: dict[str, int], round_number: int, context: StepContext) -> list[dict[str, Any]]:
@@ -183,11 +176,11 @@ def _screen(candidates: list[dict[str, Any]], table: pa.Table, missing: dict[str
     fingerprints = fingerprinter([row["text"] for row in on_domain])
     tau = context.spec.dedup.tau
     kept_fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
-    nearest, distance = simhash.nearest_within(fingerprints, kept_fingerprints, tau) if len(kept_fingerprints) else (
+    nearest, distance = nearest_within(fingerprints, kept_fingerprints, tau) if len(kept_fingerprints) else (
         np.full(len(on_domain), -1), np.full(len(on_domain), -1))
     kept_ids = table["prompt_id"].to_pylist()
-    pairs = simhash.near_duplicate_pairs(fingerprints, tau, seed=context.seed) if len(on_domain) > 1 else np.zeros((0, 2), np.int64)
-    representative = simhash.cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
+    pairs = near_duplicate_pairs(fingerprints, tau, seed=context.seed) if len(on_domain) > 1 else np.zeros((0, 2), np.int64)
+    representative = cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
 
     accepted = []
     quota = dict(missing)

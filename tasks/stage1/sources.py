@@ -25,17 +25,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.manifest import SourceFingerprint, StageReport
-from schemas.records import ORIGIN_SOURCE, annotation_schema, prompt_schema
+from schemas.manifest import SourceFingerprint
+from schemas.records import ORIGIN_SOURCE, SOURCE_PREFIX, annotation_schema, prompt_schema, release_columns
 from schemas.spec import ColumnRule, DatasetSpec, SourceSpec
-from tasks.config import alignforge_home
-from tasks.core import make_rejects, reasons, stable_id
-from tasks.release.tables import kept_column_names
+from tasks.config import ConfigError, alignforge_home
+from tasks.core import StepResult, make_rejects, stable_id
 from tasks.stage1.source_files import (
     DEFAULT_FALLBACK, FORMAT_BY_SUFFIX, SourceFormatError, SourceRow, SourceUnavailable, read_location,
 )
 
-__all__ = ["LoadedSource", "SourceFormatError", "SourceUnavailable", "build_prompts", "load_source"]
+__all__ = ["LoadedSource", "SourceFormatError", "SourceUnavailable", "build_prompts", "kept_column_names",
+           "load_source"]
 
 # C0/C1 control characters other than tab and newline corrupt prompts and templates.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -55,11 +55,14 @@ class LoadedSource:
     rows_read: int
     stats: dict[str, int] = field(default_factory=dict)
 
-    def report(self) -> StageReport:
-        """The load stage's report: source rows in, rows loaded (grouped rows count one each) and rejected."""
-        return StageReport(stage="load", unit="source_row", rows_in=self.rows_read,
-                           kept=self.rows_read - self.rejects.num_rows, rejected=self.rejects.num_rows,
-                           rejected_by_reason=reasons(self.rejects), stats=self.stats)
+    def step_result(self) -> StepResult:
+        """The load as a step: rows read = rows kept + rows rejected, where a kept row is a
+        prompt, or, for sources grouped by conversation (DICES), an annotation row."""
+        kept_units = self.annotations.num_rows if self.annotations is not None else self.prompts.num_rows
+        side = {"annotations": self.annotations} if self.annotations is not None else {}
+        return StepResult(kept=self.prompts, rejects=self.rejects, stats=dict(self.stats), side=side,
+                          kept_units=kept_units)
+
 
 
 def load_source(spec: DatasetSpec, project_root: Path, *, real: bool, limit: int | None = None,
@@ -256,6 +259,25 @@ def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: Sou
     loaded_fingerprint = fingerprint.model_copy(update={
         "rows": rows_read, "column_renames": {name: new for name, new in names.items() if name != new}})
     return LoadedSource(table, make_rejects(rejects), annotation_table, loaded_fingerprint, rows_read, stats)
+
+
+def kept_column_names(spec: DatasetSpec) -> dict[str, str]:
+    """Kept and annotation source columns -> their names in the prompt table and the release.
+    A name the release writes itself gets the prefix `source_` (a source that carries the
+    authors' `class` column keeps it as `source_class`), so no name is found twice at publish."""
+    reserved = release_columns(spec)
+    wanted = [*spec.source.keep_columns, *spec.source.annotation_columns]
+    names: dict[str, str] = {}
+    for name in wanted:
+        if name not in reserved:
+            names[name] = name
+            continue
+        renamed = SOURCE_PREFIX + name
+        if renamed in reserved or renamed in wanted:
+            raise ConfigError(f"spec {spec.name}: source column {name!r} is a column the release writes, and "
+                              f"{renamed!r}, its renamed form, is taken too: keep only one of them")
+        names[name] = renamed
+    return names
 
 
 def _text_columns(source: SourceSpec) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tasks.core import StepResult, make_rejects, stable_id
+from tasks.core import StepContext, StepResult, make_rejects, stable_id
 from tasks.dedup.near_duplicates import leaking_rows
 
 
@@ -66,6 +66,18 @@ def _apportion(shares: dict[str, float], capacity: dict[str, int], seed: int) ->
             counts[stratum] += 1
             missing -= 1
     return counts
+
+
+def split_prompts(table: pa.Table, context: StepContext, heldout_fingerprints: np.ndarray | None = None) -> StepResult:
+    """The spec's stratified split, with train items that leak into evaluation removed;
+    the leakage report in `details`."""
+    spec = context.spec
+    result, leakage = split_and_check_leakage(table, spec.splits.fractions, spec.splits.stratify_by, spec.dedup.tau,
+                                              spec.seed, heldout_fingerprints)
+    result.details["leakage"] = {"test_items": leakage.test_items, "test_items_leaking": leakage.test_items_leaking,
+                                 "rate": leakage.rate, "heldout_items": leakage.heldout_items,
+                                 "train_removed": leakage.train_removed}
+    return result
 
 
 def split_and_check_leakage(table: pa.Table, fractions: dict[str, float], stratify_by: str | None, tau: int, seed: int,

@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.records import RESPONSE_SCHEMA
-from tasks.core import StepContext, StepResult, make_rejects, stable_id, text_sha
+from tasks.core import StepContext, StepResult, make_rejects, request_seed, stable_id, text_sha
 from tasks.engines.base import ChatRequest, Completion
 from tasks.stage2.filters import apply_filters, near_duplicate, response_fingerprints
-from tasks.stage2.judge import JudgeItem, derived_seed, judge_items
+from tasks.stage2.judge import JudgeItem, judge_items
 
 STAGE = "respond"
 TEMPLATE = "respond"
@@ -126,7 +126,7 @@ def _sample_round(tasks: Sequence[Task], history: Mapping[Task, list[Candidate]]
     template = context.prompts.get(FEEDBACK_TEMPLATE if feedback_round else TEMPLATE)
     # One seed for the whole round: backends batch only requests with equal sampling settings.
     sampling = context.spec.responses.sampling.model_copy(
-        update={"n": k, "seed": derived_seed(context.seed, STAGE, feedback_round)})
+        update={"n": k, "seed": request_seed(context.seed, STAGE, feedback_round)})
     by_generator: dict[str, list[Task]] = defaultdict(list)
     for task in tasks:
         by_generator[task.generator].append(task)
@@ -309,23 +309,6 @@ def responses_table(candidates: Sequence[Candidate]) -> pa.Table:
         for c in candidates
     ]
     return pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA)
-
-
-def acceptance_rates(stats: Mapping[str, float]) -> dict[str, float]:
-    """Per-stage acceptance rates from a (possibly shard-summed) stats dict of this step.
-
-    Stats hold counts only, because stage reports are summed across shards; rates are
-    derived here, after the sum."""
-    def rate(numerator: str, denominator: float) -> float:
-        return stats.get(numerator, 0) / denominator if denominator else float("nan")
-
-    generated = stats.get("candidates_generated", 0)
-    return {
-        "stage1": rate("stage1_passed", generated - stats.get("engine_errors", 0)),
-        "judge": rate("judge_passed", stats.get("stage1_passed", 0)),
-        "tasks": rate("tasks_passed", stats.get("tasks", 0)),
-        "candidates": rate("selected", generated),
-    }
 
 
 def check_response_integrity(prompts: pa.Table, responses: pa.Table) -> list[str]:

@@ -40,7 +40,7 @@ def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Eng
         yield request.getfixturevalue("tiny_engine")
     elif backend == "openai":
         from tasks.engines.openai_http import OpenAIEngine
-        from tasks.engines.openai_server import running_server
+        from tests.engines.openai_server import running_server
 
         with running_server(request.getfixturevalue("tiny_engine"), served_model_name="tiny") as base_url:
             yield OpenAIEngine("tiny", base_url=base_url, timeout_s=30, max_retries=1)

@@ -11,7 +11,7 @@ import pytest
 
 from tasks.engines.base import Completion
 from tasks.engines.openai_http import OpenAIEngine, estimate_choice_logprobs
-from tasks.engines.openai_server import ServerFaults, running_server
+from tests.engines.openai_server import ServerFaults, running_server
 from tasks.engines.scripted import ScriptedEngine
 from tests.engines.helpers import ask
 

@@ -1,13 +1,12 @@
-"""A small OpenAI-compatible server in front of any Engine.
+"""A small OpenAI-compatible server in front of any Engine, for the tests.
 
 `/v1/chat/completions` takes the OpenAI fields plus vLLM's structured-output extension
 (`structured_outputs: {"choice": [...]}` or `{"json": schema}`; `response_format` with a
 `json_schema` also works), and `/v1/models` lists the one served model. Concurrent requests
 are gathered into one `Engine.generate` call, so a batching engine stays batched.
 
-It lets one loaded model serve other processes, and it is the real server the fast tests run
-the HTTP client against; `ServerFaults` injects failures (the first K requests answered with
-503/429, a delay) to exercise retries and timeouts.
+It is the real server the fast tests run the HTTP client against; `ServerFaults` injects
+failures (the first K requests answered with 503/429, a delay) to exercise retries and timeouts.
 """
 
 from __future__ import annotations
@@ -185,13 +184,6 @@ def create_app(engine: Engine, *, served_model_name: str | None = None, faults: 
         }
 
     return app
-
-
-def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Serve `engine` until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(engine, **app_options), host=host, port=port, log_level="warning")
 
 
 @contextmanager
