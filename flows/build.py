@@ -37,7 +37,7 @@ def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
     started = time.perf_counter()
     # Stage I, query construction: the source prompts...
     source, load_report = in_task_run(load_task, run.spec.name, run.spec, run.context.profile.source == "real",
-                                      run.limit)
+                                      run.limit, run.source_location, run.home)
     key = run.content_key(source.fingerprint)
     existing = run.store.find_version(run.spec.name, key)
     if existing and not rebuild:
@@ -46,7 +46,8 @@ def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
                 "reused": True}
     steps = StepRunner(run, run.checkpoints(key))
     plan = steps.checkpoints.load_value("plan") or plan_totals(make_plan(run.spec_name, run.profile_name, run.limit,
-                                                                         home=run.home))
+                                                                         home=run.home,
+                                                                         source_location=run.source_location))
     steps.checkpoints.save_value("plan", plan)
     steps.record(load_report, source.step_result())
     # ...reclassified into the taxonomy by the instruct model,
@@ -77,15 +78,17 @@ def heldout_fingerprints(run: BuildRun) -> np.ndarray | None:
 def build_dataset(dataset: str, profile: str = "local", limit: int | None = None, reuse_cache: bool = True,
                   rebuild: bool = False, home: str | None = None, dry_run: bool = False,
                   max_requests: int | None = None, max_output_tokens: int | None = None,
-                  max_cost: float | None = None) -> dict[str, Any]:
+                  max_cost: float | None = None, source: str | None = None, encoding: str | None = None) -> dict[str, Any]:
     """Build one dataset version from its spec; returns where it was published. `dry_run`
-    returns the plan (requests, tokens, time, cost per stage and model) and builds nothing."""
+    returns the plan (requests, tokens, time, cost per stage and model) and builds nothing.
+    `source` (a file, folder, glob or hub id) replaces the spec's source; `encoding` is the
+    fallback for rows that are not UTF-8."""
     if dry_run:
         from flows.plan import plan_build
 
         return plan_build(dataset, profile, limit, home)
     return run_build(dataset, profile, limit, reuse_cache, rebuild, home,
-                     budget=Budget(max_requests, max_output_tokens, max_cost))
+                     budget=Budget(max_requests, max_output_tokens, max_cost), source=source, encoding=encoding)
 
 
 def build_with_configured_runner(dataset: str, profile: str = "local", **parameters: Any) -> dict[str, Any]:
@@ -102,12 +105,13 @@ def build_with_configured_runner(dataset: str, profile: str = "local", **paramet
 
 
 def run_build(dataset: str, profile: str = "local", limit: int | None = None, reuse_cache: bool = True,
-              rebuild: bool = False, home: str | None = None, budget: Budget = Budget()) -> dict[str, Any]:
+              rebuild: bool = False, home: str | None = None, budget: Budget = Budget(), source: str | None = None,
+              encoding: str | None = None) -> dict[str, Any]:
     """The build; under a flow run each shard step is a Prefect task run. A budget stop ends
     the build cleanly at a shard boundary: nothing is published, finished shards stay for the
     next run (a larger budget resumes from there)."""
-    run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None)
-    run.budget, run.start_usage = budget, run.usage_by_engine()
+    run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None, encoding)
+    run.budget, run.start_usage, run.source_location = budget, run.usage_by_engine(), source
     try:
         return build(run, rebuild)
     except BudgetExceeded as stop:

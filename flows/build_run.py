@@ -18,7 +18,9 @@ from prefect.exceptions import MissingContextError
 from schemas.manifest import SourceFingerprint
 from schemas.spec import DatasetSpec
 from tasks import __version__
-from tasks.config import PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for
+from tasks.config import (
+    PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for, with_source_encoding,
+)
 from tasks.core import StepContext
 from tasks.engines.base import EngineUsage
 from tasks.kinds import stage_two_kind
@@ -45,6 +47,7 @@ class BuildRun:
     # Usage of shards that ran on other processes' pools (Dask workers): ours never sees it.
     elsewhere_usage: dict[str, EngineUsage] = field(default_factory=dict)
     elsewhere_roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    source_location: str | None = None  # `--source`: the user's copy instead of the spec's source
 
     def count_shard_usage(self, shard_usage: PoolUsage | None) -> None:
         if shard_usage is None or shard_usage.pool_id == self.pool.pool_id:
@@ -66,9 +69,10 @@ class BuildRun:
         self.budget.check(spent, estimate_shard(stage, rows, self.spec, self.context.profile), where)
 
     @classmethod
-    def prepare(cls, dataset: str, profile: str, limit: int | None, reuse_cache: bool, home: Path | None = None) -> BuildRun:
+    def prepare(cls, dataset: str, profile: str, limit: int | None, reuse_cache: bool, home: Path | None = None,
+                encoding: str | None = None) -> BuildRun:
         profile_model = load_profile(profile)
-        spec = apply_profile(load_spec(dataset), profile_model)
+        spec = with_source_encoding(apply_profile(load_spec(dataset), profile_model), encoding)
         stage_two_kind(spec)  # an unknown kind, or one without its models, fails before any step runs
         taxonomies = taxonomies_for(spec)
         home = home or alignforge_home()

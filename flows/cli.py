@@ -34,6 +34,11 @@ def build(
     max_requests: Annotated[Optional[int], typer.Option(min=1, help="Stop before a shard that could exceed N requests")] = None,
     max_output_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop before a shard that could exceed N output tokens")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0, help="Stop before a shard that could exceed N US dollars (prices from the profile)")] = None,
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="Your copy of the source: a CSV, TSV, JSONL, JSON or Parquet file, a folder or a glob "
+                         "(or a Hub dataset id); replaces the spec's source")] = None,
+    encoding: Annotated[Optional[str], typer.Option(
+        help="Fallback encoding for rows that are not UTF-8 (default cp1252 for CSV/TSV)")] = None,
     home: HomeOption = None,
 ) -> None:
     """Build DATASET (culturax, savacu, misaligntrade, demo_safetybench) from its spec."""
@@ -43,7 +48,8 @@ def build(
     with terminal_progress(enabled=console.is_terminal):
         result = build_with_configured_runner(dataset=dataset, profile=profile, limit=limit, reuse_cache=not no_cache, rebuild=rebuild,
                                home=str(home) if home else None, max_requests=max_requests,
-                               max_output_tokens=max_output_tokens, max_cost=max_cost)
+                               max_output_tokens=max_output_tokens, max_cost=max_cost, source=source,
+                               encoding=encoding)
     if result.get("stopped"):
         console.print(f"[yellow]{result['stopped']}[/]\nNothing published; run again with a larger budget to resume.")
         raise typer.Exit(3)
@@ -105,9 +111,36 @@ def show(dataset: str, version: Annotated[Optional[str], typer.Argument()] = Non
 @app.command()
 def diff(dataset: str, old: str, new: str, by: Annotated[Optional[str], typer.Option(help="Column to group by")] = None,
          home: HomeOption = None) -> None:
-    """Rows added / removed between two versions (per value of --by)."""
-    frame = _store(home).diff(dataset, old, new, by=by)
+    """Rows added / removed between two versions (per value of --by); against an imported
+    release (`alignforge import`), also labels, lengths and overlap by SimHash."""
+    from schemas.manifest import SOURCE_KIND_IMPORT
+
+    store = _store(home)
+    frame = store.diff(dataset, old, new, by=by)
     console.print(frame.to_string(index=False))
+    if any(store.manifest(dataset, version).source.kind == SOURCE_KIND_IMPORT for version in (old, new)):
+        from tasks.release.compare import compare_versions
+
+        comparison = compare_versions(store, dataset, old, new, by=by)
+        for title, table in (("labels", comparison.labels), ("lengths", comparison.lengths),
+                             ("overlap by SimHash", comparison.overlap)):
+            console.print(f"\n[bold]{title}[/]\n{table.to_string(index=False)}")
+
+
+@app.command("import")
+def import_command(
+    dataset: Annotated[str, typer.Argument(help="culturax (a release in the authors' CULTURAX column layout)")],
+    path: Annotated[str, typer.Argument(help="The release file (CSV, TSV, JSONL, JSON or Parquet)")],
+    encoding: Annotated[Optional[str], typer.Option(
+        help="Fallback encoding for rows that are not UTF-8 (default cp1252 for CSV/TSV)")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Import the authors' release of DATASET as a version, so benchmarks and diff run on it."""
+    from flows.import_release import import_release
+
+    result = import_release(dataset, path, home=home, encoding=encoding)
+    state = "already imported" if result["reused"] else f"{result['rows']} rows, {result['rejected']} rejected"
+    console.print(f"[bold]{result['dataset']}[/] version [cyan]{result['version']}[/] imported ({state})\n{result['path']}")
 
 
 @app.command()

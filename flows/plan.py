@@ -31,14 +31,15 @@ from tasks.planning.tokens import load_token_counters, spec_models
 
 
 def make_plan(dataset: str, profile: str = "local", limit: int | None = None, *, measure: bool = False,
-              home: Path | None = None) -> BuildPlan:
-    """The plan of `alignforge build DATASET --profile PROFILE [--limit N]`; `measure` first
-    calibrates the models whose profile entry has no throughput."""
+              home: Path | None = None, source_location: str | None = None) -> BuildPlan:
+    """The plan of `alignforge build DATASET --profile PROFILE [--limit N] [--source PATH]`;
+    `measure` first calibrates the models whose profile entry has no throughput."""
     profile_model = load_profile(profile)
     spec = apply_profile(load_spec(dataset), profile_model)
     real = profile_model.source == "real"
-    source = count_source_rows(spec, real=real)
-    sample = sample_prompts(spec, real=real, limit=limit if limit is not None else profile_model.limit)
+    source = count_source_rows(spec, real=real, home=home, location=source_location)
+    sample = sample_prompts(spec, real=real, limit=limit if limit is not None else profile_model.limit,
+                            location=source_location)
     throughputs = cached_throughputs(home)
     if measure:
         throughputs.update(calibrate_models(spec, profile_model, home))

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
@@ -65,10 +66,12 @@ def run_step_task(stage: str, label: str, number: int, step: Step, table: pa.Tab
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="load[{dataset}]")
-def load_task(dataset: str, spec: DatasetSpec, real: bool, limit: int | None) -> tuple[LoadedSource, StageReport]:
-    """Read the source and turn its rows into prompts; every row read is kept or rejected."""
+def load_task(dataset: str, spec: DatasetSpec, real: bool, limit: int | None, location: str | None,
+              home: Path) -> tuple[LoadedSource, StageReport]:
+    """Read the source (`location`: the build's `--source`) and turn its rows into prompts;
+    every row read is kept or rejected."""
     started = time.perf_counter()
-    source = load_source(spec, PROJECT_ROOT, real=real, limit=limit)
+    source = load_source(spec, PROJECT_ROOT, real=real, limit=limit, location=location, home=home)
     return source, account("load", "source_row", source.rows_read, source.step_result(), time.perf_counter() - started)
 
 

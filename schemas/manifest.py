@@ -65,11 +65,36 @@ class FileEntry(_Record):
     sha256: str
 
 
-class SourceFingerprint(_Record):
-    kind: str  # sample | hub | url
-    location: str
+class SourceFile(_Record):
+    """One file of a source as it was read."""
+
+    path: str  # relative to the source's folder (the file name for a single file)
+    format: str
+    bytes: int
     sha256: str
+    rows: int = 0  # records read (header and blank lines not counted)
+    # utf-8 | utf-8-sig (BOM dropped) | utf-16 (BOM) | utf-8+<fallback> (rows that were not
+    # UTF-8 decoded with the fallback) | arrow (Parquet: strings are UTF-8 by format)
+    encoding: str = "utf-8"
+    rows_decoded_with_fallback: int = 0
+    header_renames: dict[str, str] = {}  # CSV/TSV header as written -> column name (blank, repeated)
+
+
+SOURCE_KIND_IMPORT = "import"  # a version holding the authors' release, not a build
+
+
+class SourceFingerprint(_Record):
+    kind: str  # sample | path | url | hub | import
+    location: str
+    sha256: str  # of the file; of the files' paths and digests for a folder or glob
     rows: int
+    # The encoding decision: the fallback a non-UTF-8 row is decoded with, and how many rows it touched.
+    fallback_encoding: str | None = None
+    rows_decoded_with_fallback: int = 0
+    files: list[SourceFile] = []
+    skipped_files: list[str] = []  # files of a folder or glob that are not data (README, licence)
+    # Kept source columns whose name the release writes itself, and the name they were given.
+    column_renames: dict[str, str] = {}
 
 
 class Manifest(_Record):

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from schemas.profile import Profile
-from schemas.spec import DatasetSpec
+from schemas.spec import DatasetSpec, SourceSpec
 from schemas.taxonomy import Taxonomy, TaxonomyFile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +117,15 @@ def apply_profile(spec: DatasetSpec, profile: Profile) -> DatasetSpec:
     if profile.shard_size is not None:
         update["shard_size"] = profile.shard_size
     return DatasetSpec.model_validate(spec.model_copy(update=update).model_dump())
+
+
+def with_source_encoding(spec: DatasetSpec, encoding: str | None) -> DatasetSpec:
+    """The spec with `--encoding` as its source's fallback encoding (checked as the spec field
+    is); being in the spec, it is in the version's content key and the manifest."""
+    if encoding is None:
+        return spec
+    try:
+        source = SourceSpec.model_validate({**spec.source.model_dump(), "encoding": encoding})
+    except ValidationError as error:
+        raise ConfigError(f"--encoding {encoding!r}: {error.errors()[0]['msg']}") from error
+    return spec.model_copy(update={"source": source})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.manifest import SourceFingerprint
 from tasks.config import PROJECT_ROOT, load_spec, spec_names
+from tasks.stage1.source_files import SourceRow
 from tasks.stage1.sources import SourceFormatError, build_prompts, load_source
 
 FINGERPRINT = SourceFingerprint(kind="sample", location="test", sha256="0", rows=0)
@@ -44,7 +45,7 @@ def test_dices_grouping_keeps_demographics_and_majority_text() -> None:
 
 
 def rows(*records):
-    return iter(enumerate(records))
+    return [SourceRow("test.jsonl", number, record) for number, record in enumerate(records)]
 
 
 def test_limit_rejects_the_rest_with_a_reason() -> None:
@@ -70,7 +71,7 @@ def test_wrong_format_fails_naming_the_file(tmp_path: Path) -> None:
         load_source(spec, Path("/"), real=False)
 
 
-def test_invalid_utf8_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
+def test_invalid_encoding_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"row_index": 1, "prompt": "fine prompt here"}\n'
                      + b'{"row_index": 2, "prompt": "broken \xff\xfe bytes"}\n'
@@ -79,7 +80,7 @@ def test_invalid_utf8_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
     spec = spec.model_copy(update={"source": spec.source.model_copy(update={"sample": str(path)})})
     loaded = load_source(spec, Path("/"), real=False)
     assert loaded.prompts.num_rows == 1
-    assert sorted(loaded.rejects["reason"].to_pylist()) == ["invalid_utf8", "too_long"]
+    assert sorted(loaded.rejects["reason"].to_pylist()) == ["invalid_encoding", "too_long"]
 
 
 @settings(max_examples=60, deadline=None)

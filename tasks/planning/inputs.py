@@ -12,8 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from schemas.spec import DatasetSpec
-from tasks.config import PROJECT_ROOT
-from tasks.stage1.sources import load_source
+from tasks.config import PROJECT_ROOT, alignforge_home
+from tasks.stage1.source_files import FORMAT_BY_SUFFIX, SourceUnavailable, find_files
+from tasks.stage1.sources import how_to_point, is_hub_id, load_source, real_path
 
 SAMPLE_TEXTS = 32  # prompts rendered per template: a stable mean at a bounded rendering cost
 
@@ -24,16 +25,33 @@ class SourceRows:
     how: str
 
 
-def count_source_rows(spec: DatasetSpec, *, real: bool, project_root: Path = PROJECT_ROOT) -> SourceRows:
-    """Rows of the source the build reads, without loading it: lines or CSV records streamed,
-    Parquet metadata, or a hub dataset's cached `dataset_info.json`."""
+def count_source_rows(spec: DatasetSpec, *, real: bool, project_root: Path = PROJECT_ROOT,
+                      home: Path | None = None, location: str | None = None) -> SourceRows:
+    """Rows of the source the build reads (`location`: the build's `--source`), without loading
+    it: lines or CSV records streamed, Parquet metadata, or a hub dataset's cached
+    `dataset_info.json`."""
     source = spec.source
+    if location is not None:
+        if is_hub_id(location):
+            return _hub_rows(location, None, "train")
+        return _location_rows(spec, Path(location).expanduser())
     if not real:
         path = project_root / source.sample
         return SourceRows(_file_rows(path, source.format), f"{source.format} rows of {source.sample}")
     if source.real.hub_id:
         return _hub_rows(source.real.hub_id, source.real.config, source.real.split)
+    if source.real.path:
+        return _location_rows(spec, real_path(spec, home or alignforge_home()))
     return SourceRows(None, f"unknown: {source.real.url} is remote and counting it needs a download")
+
+
+def _location_rows(spec: DatasetSpec, path: Path) -> SourceRows:
+    try:
+        _, files, _ = find_files(path, spec.source.format)
+    except SourceUnavailable:
+        return SourceRows(None, f"unknown: nothing at {path} yet ({how_to_point(spec)})")
+    rows = sum(_file_rows(file, FORMAT_BY_SUFFIX.get(file.suffix.lower(), spec.source.format)) for file in files)
+    return SourceRows(rows, f"rows of the {len(files)} file(s) at {path}")
 
 
 def _file_rows(path: Path, kind: str) -> int:
@@ -42,8 +60,13 @@ def _file_rows(path: Path, kind: str) -> int:
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
         if kind == "jsonl":
             return sum(1 for line in handle if line.strip())  # the reader skips blank lines
+        if kind == "json":
+            document = json.load(handle)
+            return len(document if isinstance(document, list) else next(
+                (v for v in document.values() if isinstance(v, list)), []))
         # Records, not lines: a quoted field may hold newlines. Blank lines are skipped like csv.DictReader does.
-        return max(0, sum(1 for record in csv.reader(handle) if record) - 1)
+        records = csv.reader(handle, delimiter="\t" if kind == "tsv" else ",")
+        return max(0, sum(1 for record in records if record) - 1)
 
 
 def _hub_rows(hub_id: str, config: str | None, split: str) -> SourceRows:
@@ -71,11 +94,15 @@ class SourceSample:
 
 
 def sample_prompts(spec: DatasetSpec, *, real: bool, limit: int | None, project_root: Path = PROJECT_ROOT,
-                   size: int = SAMPLE_TEXTS) -> SourceSample:
+                   size: int = SAMPLE_TEXTS, location: str | None = None) -> SourceSample:
     """Texts to render templates with, and prompts per source row, from the bundled sample
-    (small, loaded whole). For a real source the sample stands in for it."""
-    loaded = load_source(spec, project_root, real=False)
+    (small, loaded whole); for a real source the sample stands in for it. A build's `--source`
+    (`location`) is read itself: its layout may not be the sample's."""
+    loaded = load_source(spec, project_root, real=False, location=location)
     texts = loaded.prompts["text"].to_pylist()[:min(size, limit or size)]  # the build takes the first prompts
     ratio = loaded.prompts.num_rows / loaded.rows_read if loaded.rows_read else 1.0
-    how = f"{len(texts)} prompts of {spec.source.sample}" + (" standing in for the real source" if real else "")
+    if location is not None:
+        how = f"{len(texts)} prompts of {location}"
+    else:
+        how = f"{len(texts)} prompts of {spec.source.sample}" + (" standing in for the real source" if real else "")
     return SourceSample(texts, ratio, how)

@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData
 
-from schemas.manifest import Manifest
+from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
 from tasks.release.layout import DATA_FOLDER
@@ -98,7 +98,9 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec, task_categories: Iterab
 
 def _source_link(spec: DatasetSpec) -> str:
     real = spec.source.real
-    return f"https://huggingface.co/datasets/{real.hub_id}" if real.hub_id else str(real.url)
+    if real.hub_id:
+        return f"https://huggingface.co/datasets/{real.hub_id}"
+    return real.homepage or real.url or str(real.path)
 
 
 def render_card(
@@ -125,17 +127,17 @@ def render_card(
                 f"manifest.domain_counts[{dimension!r}] has keys {sorted(counts)}; the manifest schema "
                 f"expects {_BEFORE!r}, {_AFTER!r} and {_PUBLISHED!r}"
             )
+    # An imported release was not built here: no expansion, models, parameters or choices of ours to report.
+    built = manifest.source.kind != SOURCE_KIND_IMPORT
     sections = [
         _summary(manifest, spec),
         _sample_warning(manifest, spec),
+        _import_notice(manifest),
         _paper_and_source(manifest, spec),
         *(_taxonomy_section(manifest, d.name, taxonomies[d.name]) for d in spec.dimensions),
-        _expansion_section(manifest, spec),
-        _dedup_and_leakage(manifest, spec),
+        *([_expansion_section(manifest, spec), _dedup_and_leakage(manifest, spec)] if built else []),
         _stage_section(manifest),
-        _models_section(manifest),
-        _parameters_section(spec),
-        _open_choices_section(manifest),
+        *([_models_section(manifest), _parameters_section(spec), _open_choices_section(manifest)] if built else []),
         _loading_section(manifest, repo_id),
         _files_section(manifest),
         _reproduce_section(manifest),
@@ -196,12 +198,26 @@ def _summary(manifest: Manifest, spec: DatasetSpec) -> str:
 def _sample_warning(manifest: Manifest, spec: DatasetSpec) -> str:
     if manifest.source.kind != "sample":
         return ""
-    real = spec.source.real.hub_id or spec.source.real.url
+    real = spec.source.real.where
     return (
         "> **This is a synthetic-sample build, not the real dataset.** It was built from the small sample "
         f"`{manifest.source.location}` bundled with alignforge instead of the real source ({real}), under "
         f"profile `{manifest.profile}`. It shows the format and the pipeline; its rows and numbers are not "
         f"{spec.title} and must not be compared with the paper."
+    )
+
+
+def _import_notice(manifest: Manifest) -> str:
+    if manifest.source.kind != SOURCE_KIND_IMPORT:
+        return ""
+    return (
+        "> **This version is the authors' own release, imported, not built by alignforge.** It holds the rows "
+        f"of `{manifest.source.location}` (sha256 `{manifest.source.sha256}`) in the layout of alignforge's "
+        "builds, so benchmarks and `alignforge diff` treat it as one. `domain` is the authors' label (a label "
+        "outside the taxonomy left, `unknown_label`); `class` is the taxonomy's id for it (the authors' value is "
+        "`source_class`); `simhash` is alignforge's 64-bit fingerprint of the question (the authors' `simhash_id` "
+        "is kept as written in `source_simhash_id`); responses and `pass_hhh` are as released, without judge "
+        "scores; every response carries its question's id and text digest (config `responses`)."
     )
 
 
@@ -214,18 +230,40 @@ def _paper_and_source(manifest: Manifest, spec: DatasetSpec) -> str:
         else f"`{spec.license}`; the source's licence is: {real.license}."
     )
     details = [
-        ("real source", f"[{real.hub_id or real.url}]({_source_link(spec)})"),
+        ("real source", f"[{real.where}]({_source_link(spec)})"),
         ("source config / split", f"{real.config or '(default)'} / {real.split}"),
         ("source licence", real.license),
         ("gated", "yes" if real.gated else "no"),
         ("built from", f"{manifest.source.kind}: {manifest.source.location}"),
         ("source rows read", manifest.source.rows),
         ("source sha256", f"`{manifest.source.sha256}`"),
+        *_source_reading(manifest),
     ]
     return (
         f"## Paper\n\n{spec.paper.strip()}\n\n## Licence\n\n{licence}\n\n## Source\n\n"
         + _table(["", ""], details)
     )
+
+
+def _source_reading(manifest: Manifest) -> list[tuple[str, Any]]:
+    """How the source files were read: files, the encoding decision, renamed columns."""
+    source = manifest.source
+    if not source.files:
+        return []
+    encodings = sorted({f.encoding for f in source.files})
+    decision = ", ".join(encodings)
+    if source.rows_decoded_with_fallback:
+        decision += (f"; {source.rows_decoded_with_fallback:,} rows were not UTF-8 and were decoded as "
+                     f"{source.fallback_encoding}")
+    rows = [("source files", len(source.files)), ("encoding", decision)]
+    if source.skipped_files:
+        rows.append(("files skipped (not data)", ", ".join(source.skipped_files)))
+    if source.column_renames:
+        rows.append(("source columns renamed", ", ".join(f"`{a}` -> `{b}`" for a, b in source.column_renames.items())))
+    header_renames = [f"{f.path} {where} -> `{name}`" for f in source.files for where, name in f.header_renames.items()]
+    if header_renames:
+        rows.append(("header names given", "; ".join(header_renames)))
+    return rows
 
 
 def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) -> str:

@@ -26,7 +26,9 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.records import TEXT_COLUMN
 from schemas.spec import DatasetSpec
+from tasks.stage1.sources import kept_column_names
 from tasks.stage2.respond import check_response_integrity, responses_of
 
 MAX_LISTED_PROBLEMS = 10
@@ -66,7 +68,9 @@ def prompt_columns(prompts: pa.Table, spec: DatasetSpec) -> list[str]:
     """The prompt columns a release carries: ids, labels, kept source columns, provenance."""
     dimension_columns = [f"{d.name}_{part}" for d in spec.dimensions for part in ("label", "id", "score", "labels")]
     provenance = ["origin", "source_id", "source_row", "parent_ids", "generator_model", "expansion_round", "simhash"]
-    wanted = ["prompt_id", "text", *dimension_columns, *spec.source.keep_columns, *provenance, "split"]
+    kept = kept_column_names(spec)
+    wanted = ["prompt_id", "text", *dimension_columns, *(kept[name] for name in spec.source.keep_columns), *provenance,
+              "split"]
     return [name for name in wanted if name in prompts.column_names]
 
 
@@ -118,12 +122,12 @@ def paired_rows(prompts: pa.Table, responses: pa.Table, spec: DatasetSpec, joint
     if joint_pass:
         primary = spec.dimensions[0].name  # CULTURAX: the cultural subdomain
         columns[f"pass_{joint_pass}"] = pa.array([all(flags) for flags in zip(*passes)], pa.bool_())
-        renames = {"text": "question", f"{primary}_id": "class", f"{primary}_label": "domain"}
+        renames = {"text": TEXT_COLUMN["hhh"], f"{primary}_id": "class", f"{primary}_label": "domain"}
         first = ["question", "class", "domain", *[f"{t}_response" for t in targets], "simhash", f"pass_{joint_pass}",
                  "prompt_id", "generator_model"]
     else:
-        renames = {"text": "prompt"}
-        first = ["prompt_id", "prompt", "generator_model", *[f"{t}_response" for t in targets]]
+        renames = {"text": TEXT_COLUMN["aligned_misaligned"]}
+        first = ["prompt_id", TEXT_COLUMN["aligned_misaligned"], "generator_model", *[f"{t}_response" for t in targets]]
     block = _prompt_block(prompts, [index for index, _ in order], spec, renames)
     return _joined(block, columns, [name for name in first if name in block.column_names or name in columns])
 
@@ -151,8 +155,9 @@ def human_rating_rows(prompts: pa.Table, annotations: pa.Table, spec: DatasetSpe
     order = sorted((i for i, p in enumerate(positions) if p is not None), key=lambda i: (prompt_ids[i], source_rows[i]))
     rows = annotations.take(pa.array(order, pa.int64())).drop_columns(["prompt_id"])
     # The annotation's own source_row (one per rater) replaces the conversation's first row.
-    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": "conversation"}, drop=["source_row"])
-    return _joined(block, {name: rows[name] for name in rows.column_names}, ["prompt_id", "conversation"])
+    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": TEXT_COLUMN["raters"]},
+                          drop=["source_row"])
+    return _joined(block, {name: rows[name] for name in rows.column_names}, ["prompt_id", TEXT_COLUMN["raters"]])
 
 
 def llm_rating_rows(prompts: pa.Table, ratings: pa.Table, spec: DatasetSpec) -> pa.Table:
@@ -163,6 +168,6 @@ def llm_rating_rows(prompts: pa.Table, ratings: pa.Table, spec: DatasetSpec) -> 
     order = sorted((i for i, p in enumerate(positions) if p is not None),
                    key=lambda i: (keys[i]["prompt_id"], rater_rank.get(keys[i]["rater_model"], len(rater_rank))))
     rows = ratings.take(pa.array(order, pa.int64())).drop_columns(["prompt_id", "domain"])
-    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": "conversation"})
-    first = ["prompt_id", "conversation", "rater_model", "rating"]
+    block = _prompt_block(prompts, [positions[i] for i in order], spec, {"text": TEXT_COLUMN["raters"]})
+    first = ["prompt_id", TEXT_COLUMN["raters"], "rater_model", "rating"]
     return _joined(block, {name: rows[name] for name in rows.column_names}, first)
