@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import pyarrow as pa
 from prefect import task
@@ -24,6 +24,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
 from flows import artifacts
+from flows.build_run import BuildRun
 from flows.progress import report as progress_report
 from schemas.manifest import StageReport
 from schemas.spec import DatasetSpec
@@ -33,9 +34,6 @@ from tasks.engines.pool import EnginePool, PoolUsage
 from tasks.planning.budget import Budget
 from tasks.release.checkpoint import ShardCheckpoints
 from tasks.stage1.sources import LoadedSource, load_source
-
-if TYPE_CHECKING:
-    from flows.build import BuildRun
 
 Step = Callable[[pa.Table, StepContext], StepResult]
 GPU_CONCURRENCY_LIMIT = "alignforge-gpu"
