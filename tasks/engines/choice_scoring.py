@@ -15,13 +15,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.engines.base import ChatRequest, Choice, Message
-
-
-def chat_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str = "") -> str:
-    """The chat-templated prompt text up to the assistant's turn (plus any prefilled answer start)."""
-    conversation = [{"role": m.role, "content": m.content} for m in messages]
-    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) + prefill
+from tasks.engines.base import ChatRequest, Choice
 
 
 def label_continuation(tokenizer: Any, label: str) -> list[int]:

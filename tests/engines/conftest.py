@@ -22,3 +22,9 @@ def tiny_engine(tiny_model_dir: Path) -> Iterator[TransformersEngine]:
     yield engine
     engine.close()
 
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a Gemma-style chat template: it raises on a system turn."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gemma"), style="gemma")
