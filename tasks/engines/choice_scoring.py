@@ -1,4 +1,6 @@
-"""Closed-choice answers by log-likelihood, shared by the backends that see token logprobs.
+"""Closed-choice answers by log-likelihood: the transformers backend, which scores every label
+on the prompt's shared KV cache. (vLLM answers a closed choice with one constrained request
+instead: constrained_choice.)
 
 A label is scored as the assistant's complete answer: the summed log-probability of the
 label's tokens followed by the end-of-turn token, after the chat-templated prompt. The

@@ -19,12 +19,17 @@ label a listed token leads to alone. Estimated: how one token's mass divides amo
 labels behind it, and unlisted mass. A label that holds at least half the mass on one token
 path wins every step of that path, so greedy decoding answers it: a threshold delta >= 0.5
 (the specs') sees its exact path probability.
+
+At temperature 0 the answer is the most probable label, as with the other backends: greedy
+decoding walks the locally best tokens, and a label beside its path can hold more mass.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+from tasks.engines.base import ChatRequest
 
 # One generated token: its text, its logprob, and the top (text, logprob) at that step.
 Step = tuple[str, float, Sequence[tuple[str, float]]]
@@ -77,3 +82,12 @@ def label_logprobs(labels: Sequence[str], steps: Sequence[Step]) -> dict[str, fl
         return None
     mass[prefix] += path
     return {label: math.log(value) for label, value in mass.items() if value > 0}
+
+
+def most_probable_at_temperature_zero(request: ChatRequest, answer: str,
+                                      distribution: Mapping[str, float] | None) -> str:
+    """The label a temperature-0 request answers: the distribution's most probable one (the
+    sampled `answer` at higher temperatures, or when there is no distribution)."""
+    if request.sampling.temperature > 0 or not distribution:
+        return answer
+    return max(distribution, key=lambda label: distribution[label])

@@ -37,7 +37,7 @@ from typing import Any
 
 from tasks.engines.base import ENGINE_ERROR, ChatRequest, Choice, Completion, Engine
 from tasks.engines.chat_template import fold_system_into_user
-from tasks.engines.constrained_choice import label_logprobs
+from tasks.engines.constrained_choice import label_logprobs, most_probable_at_temperature_zero
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
@@ -247,10 +247,10 @@ class OpenAIEngine(Engine):
                 text = answer_field(text)
             if request.choices is not None:
                 if text.strip() in request.choices:
-                    text = text.strip()
+                    choice_logprobs = choice_logprobs_of(request.choices, raw.get("logprobs"))
+                    text = most_probable_at_temperature_zero(request, text.strip(), choice_logprobs)
                 else:
                     outside_set.append(text)
-                choice_logprobs = choice_logprobs_of(request.choices, raw.get("logprobs"))
             finish = raw.get("finish_reason")
             choices.append(Choice(text=text, finish_reason="length" if finish == "length" else "stop",
                                   completion_tokens=tokens, choice_logprobs=choice_logprobs))

@@ -26,7 +26,7 @@ from typing import Any
 
 from tasks.engines.base import ChatRequest, Choice, Completion, InProcessEngine
 from tasks.engines.chat_template import accepts_system_role, encode_prompt
-from tasks.engines.constrained_choice import Step, label_logprobs
+from tasks.engines.constrained_choice import Step, label_logprobs, most_probable_at_temperature_zero
 from tasks.engines.packaged import is_packaged, resolve_packaged
 
 VLLM_MISSING = "the vllm backend needs vLLM: pip install 'alignforge[vllm]' (on a CUDA machine)"
@@ -160,7 +160,7 @@ class VLLMEngine(InProcessEngine):
         return completion
 
     def _choice(self, request: ChatRequest, sample: Any) -> Choice:
-        distribution = None
+        text, distribution = sample.text, None
         if request.choices:
             steps: list[Step] = [
                 (top[token].decoded_token or "", top[token].logprob,
@@ -168,7 +168,8 @@ class VLLMEngine(InProcessEngine):
                 for token, top in zip(sample.token_ids, sample.logprobs or (), strict=True)
             ]
             distribution = label_logprobs(request.choices, steps)
-        return Choice(text=sample.text, finish_reason=FINISH_REASONS.get(sample.finish_reason or "", "error"),
+            text = most_probable_at_temperature_zero(request, text, distribution)
+        return Choice(text=text, finish_reason=FINISH_REASONS.get(sample.finish_reason or "", "error"),
                       completion_tokens=len(sample.token_ids), choice_logprobs=distribution)
 
     def close(self) -> None:
