@@ -156,12 +156,12 @@ def build_stages(dataset: str, profile: Profile) -> EnginePool:
 
     source = load_source(spec, PROJECT_ROOT, real=False, limit=profile.limit)
     prompts = on_two_threads(classify_shard, source.prompts)
-    fingerprinter = Fingerprinter.fit(prompts["text"].to_pylist(), spec.dedup)
-    prompts = remove_near_duplicates(with_fingerprints(prompts, fingerprinter), spec.dedup, spec.seed).kept
-    expansion = expand_domains(prompts, context, fingerprinter)
+    context.fingerprinter = Fingerprinter.fit(prompts["text"].to_pylist(), spec.dedup)
+    prompts = remove_near_duplicates(with_fingerprints(prompts, context.fingerprinter), spec.dedup, spec.seed).kept
+    expanded = expand_domains(prompts, context).kept
     pool.release()
     stage_two = rate_conversations if spec.responses.mode == "raters" else generate_responses
-    on_two_threads(stage_two, expansion.table)
+    on_two_threads(stage_two, expanded)
     return pool
 
 
