@@ -2,8 +2,9 @@
 
 Each request is rendered and counted alone (chat_template.encode_prompt): one whose template
 raises or whose prompt plus answer exceed the context fails by itself, before the batch; a
-system turn is folded into the first user turn where the template refuses one. Requests are batched with left padding in chunks of `batch_size` rows. Closed choices are
-scored by log-likelihood (see choice_scoring): one forward pass over the chunk's prompts,
+system turn is folded into the first user turn where the template refuses one. Requests are
+batched with left padding in chunks of `batch_size` rows. Closed choices are scored by
+log-likelihood (see choice_scoring): one forward pass over the chunk's prompts,
 whose KV cache is then shared by every (prompt, label) pair in a second pass, so a long
 prompt is computed once however many labels it has. JSON-schema requests are generated
 with the assistant turn prefilled with `{`; validating the JSON is the calling step's job.
