@@ -17,7 +17,7 @@ probabilities come from the answer's token logprobs, which vLLM computes after t
 grammar's mask: constrained_choice multiplies the conditionals along the answer's tokens and
 shares the tokens beside them out to the labels they lead to, so labels that share a first
 token ("Social harm", "Social bias") are told apart. A server that lists whole labels as single
-tokens (our openai_server) is read the same way.
+tokens (the tests' server) is read the same way.
 
 The API key is read from the environment variable `api_key_env` (default OPENAI_API_KEY) when
 a batch starts; it is never stored on the engine, logged, or put into an error message.
