@@ -69,6 +69,10 @@ class Profile(BaseModel):
     classification_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     limit: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)
+    # Fraction of the GPU's memory the models loaded together may reserve; each engine reserves
+    # its gpu_memory_utilization. vLLM checks free memory >= its share at start, and CUDA contexts
+    # outside the engines' shares need a little room: hence not 1.0.
+    gpu_memory_budget: float = Field(default=0.95, gt=0.0, le=1.0)
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     dask_workers: int = Field(default=2, ge=1)

@@ -24,6 +24,11 @@ from schemas.sampling import SamplingParams
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
 
+# Why a request failed, in the words of a reject reason.
+PROMPT_TOO_LONG = "prompt_too_long"  # refused before the batch: prompt plus answer exceed the context
+TEMPLATE_ERROR = "template_error"  # the model's chat template refused the conversation
+ENGINE_ERROR = "engine_error"  # anything else the backend reported
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,6 +79,7 @@ class Completion:
     latency_s: float
     error: str | None = None  # set when the backend gave up on this request after its retries
     cached: bool = False
+    reason: str | None = None  # with `error`: PROMPT_TOO_LONG, TEMPLATE_ERROR or ENGINE_ERROR
 
     @property
     def text(self) -> str:
@@ -88,8 +94,8 @@ class Completion:
         return sum(c.completion_tokens for c in self.choices)
 
     @classmethod
-    def failed(cls, error: str, latency_s: float = 0.0) -> Completion:
-        return cls(choices=(), prompt_tokens=0, latency_s=latency_s, error=error)
+    def failed(cls, error: str, latency_s: float = 0.0, reason: str = ENGINE_ERROR) -> Completion:
+        return cls(choices=(), prompt_tokens=0, latency_s=latency_s, error=error, reason=reason)
 
 
 @dataclass

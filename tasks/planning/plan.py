@@ -42,8 +42,9 @@ from tasks.stage2.respond import FEEDBACK_TEMPLATE, TEMPLATE as RESPOND_TEMPLATE
 # Prompt processing is batched and parallel, decoding is one token at a time per sequence:
 # prefill is assumed this many times faster than the measured decoding throughput.
 PREFILL_SPEEDUP = 10.0
-# Backends that answer a closed choice with one of the labels (scored by log-likelihood),
-# so the answer's length is a label's tokens plus the end-of-turn token.
+# Backends that answer a closed choice with one of the labels (transformers scores them by
+# log-likelihood, vLLM decodes under a choice grammar: one request either way), so the
+# answer's length is a label's tokens plus the end-of-turn token.
 CHOICE_SCORING_BACKENDS = ("transformers", "vllm")
 PLAN_STAGES = ("classify", "expand", "respond", "rate")
 

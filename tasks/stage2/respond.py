@@ -22,7 +22,8 @@ earliest attempt). With `responses.require_pass` off, a task without a passing
 candidate selects its best scored one, and the prompt keeps `pass_{target}` False.
 `passed` in the responses table means "selected for release": True only for the selected
 candidate of a kept prompt. Every other candidate is a candidate reject, with the reason
-it lost: a filter code, `engine_error`, `judge_unusable`, `judge_below_threshold`,
+it lost: a filter code, `engine_error` (or the engine's own reason: `prompt_too_long`,
+`template_error`), `judge_unusable`, `judge_below_threshold`,
 `not_best`, or `prompt_rejected` (its prompt lacked a passing response for another task).
 """
 
@@ -154,7 +155,7 @@ def _candidates(task: Task, first_attempt: int, feedback_round: int, template_sh
         return [candidate(i, c.text, c.finish_reason, c.completion_tokens) for i, c in enumerate(completion.choices)]
     failed = [candidate(i, "", "error", 0) for i in range(k)]
     for c in failed:
-        c.reason, c.detail = "engine_error", (completion.error or "no answer")[:REJECT_TEXT_CHARS]
+        c.reason, c.detail = completion.reason or "engine_error", (completion.error or "no answer")[:REJECT_TEXT_CHARS]
     return failed
 
 

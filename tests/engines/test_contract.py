@@ -49,12 +49,7 @@ def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Eng
 
         yield ScriptedEngine(stand_in_model)
     else:
-        pytest.importorskip("vllm", reason="vLLM is not installed (install the [vllm] extra to run these)")
-        from tasks.engines.vllm_backend import VLLMEngine
-
-        vllm_engine = VLLMEngine(str(tiny_model_dir), dtype="bfloat16", max_model_len=1024, enforce_eager=True)
-        yield vllm_engine
-        vllm_engine.close()
+        yield request.getfixturevalue("vllm_engine")  # the session's engine: one vLLM start for all tests
 
 
 def test_answers_come_back_in_request_order(engine: Engine) -> None:
