@@ -1,17 +1,25 @@
 """Classifier accuracy on small hand-labelled prompt sets.
 
-    python -m bench.classifier_accuracy            # both sets, MiniLM and SmolLM2 (minutes on 2 cores)
+    python -m bench.classifier_accuracy            # every set; SmolLM2 on the two small ones (minutes on 2 cores)
     python -m bench.classifier_accuracy --quick    # 10 prompts per set, MiniLM only (CI smoke test)
 
 Compares the packaged all-MiniLM-L6-v2 embedding classifier (the local profile's) with
 SmolLM2-135M-Instruct label scoring, both through the pipeline's own path
 (`tasks.stage1.classify.classify_texts`). Labelled sets: `data/samples/labelled_safety.jsonl` (14
 safety domains + None) and `data/samples/labelled_cultural.jsonl` (30 CULTURAX subdomains +
-None), written for this project. Classification runs once at threshold 0.0, so every prompt
+None), written for this project, and a larger CULTURAX set of 402 prompts (13 per subdomain +
+12 None, written for this project, never copied from a dataset) split by a seeded shuffle into
+`labelled_culturax_dev.jsonl` (6 per label; the embedding temperature and the taxonomy's label
+texts were tuned on it) and `labelled_culturax_test.jsonl` (7 per label, held out). The
+taxonomy's written examples, which build the embedding prototypes, are not in any set. Classification runs once at threshold 0.0, so every prompt
 gets its top-1 label and that label's probability; a prompt is decided at delta when the
 probability reaches delta, exactly as `tasks.stage1.classify.decide` would rule at that threshold.
 Reports top-1 accuracy, accuracy among decided prompts and the Unknown rate at the spec's delta
-and at 0.3, macro-F1 of the top-1 labels, seconds and prompts/s (model load excluded).
+and at 0.3, macro-F1 of the top-1 labels, seconds and prompts/s (model load excluded). Each set lists its
+majority-class baseline (the largest label's share); where the taxonomy carries the authors'
+per-class counts (CULTURAX), per-label accuracy is also weighted by those counts
+(`real_weighted_top1`, the expected top-1 on the real class mix) next to the real majority
+baseline (`real_majority_baseline`: Festivals, 387 of 1,500).
 Results are printed and written to bench/results/classifier_accuracy.json.
 """
 
@@ -26,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.profile import EngineConfig, Profile
+from schemas.taxonomy import all_label_texts
 from tasks.stage1.classify import LabelDecision, classify_texts
 from tasks.config import DATA_DIR, PROMPTS_DIR, load_spec, taxonomies_for
 from tasks.core import StepContext
@@ -39,7 +48,10 @@ RESULTS_DIR = Path(__file__).parent / "results"
 SETS = {
     "safety": ("demo_safetybench", "safety", DATA_DIR / "samples" / "labelled_safety.jsonl"),
     "culturax": ("culturax", "cultural", DATA_DIR / "samples" / "labelled_cultural.jsonl"),
+    "culturax-dev": ("culturax", "cultural", DATA_DIR / "samples" / "labelled_culturax_dev.jsonl"),
+    "culturax-test": ("culturax", "cultural", DATA_DIR / "samples" / "labelled_culturax_test.jsonl"),
 }
+LLM_SETS = ("safety", "culturax")  # SmolLM2 label scoring takes minutes per 60 prompts: the small sets only
 CLASSIFIERS = {
     "minilm-embedding": EngineConfig(backend="embedding", model="packaged:minilm"),
     # Batch 2: label scoring keeps one KV-cache row per (prompt, label) pair of a ~1-2k-token
@@ -61,9 +73,8 @@ def context_for(spec_name: str, engine_config: EngineConfig) -> StepContext:
     spec = load_spec(spec_name)
     spec = spec.model_copy(update={"classification": spec.classification.model_copy(update={"threshold": 0.0})})
     taxonomies = taxonomies_for(spec)
-    descriptions = {d.name: d.description for t in taxonomies.values() for d in t.domains}
-    descriptions.update({t.none.name: t.none.description for t in taxonomies.values() if t.none})
-    engine = create_engine(engine_config, spec.models.classifier, cache_path=None, label_descriptions=descriptions)
+    engine = create_engine(engine_config, spec.models.classifier, cache_path=None,
+                           label_descriptions=all_label_texts(taxonomies.values()))
     profile = Profile(name="bench", description="classifier accuracy benchmark", default_engine=engine_config)
     return StepContext(spec=spec, profile=profile, taxonomies=taxonomies, prompts=PromptLibrary(PROMPTS_DIR),
                        engines=lambda role, model: engine, logger=logging.getLogger("bench"))
@@ -78,13 +89,27 @@ def macro_f1(gold: list[str], predicted: list[str]) -> float:
     return sum(scores) / len(scores)
 
 
-def metrics(gold: list[str], decisions: list[LabelDecision], deltas: tuple[float, ...]) -> dict[str, Any]:
+def real_weighted(gold: list[str], predicted: list[str], counts: dict[str, int]) -> dict[str, float]:
+    """Top-1 on the authors' class mix: per-label accuracy weighted by the published counts
+    (labels the set lacks drop out of the weights), and that mix's majority baseline."""
+    accuracy = {label: sum(g == p for g, p in zip(gold, predicted) if g == label) / gold.count(label)
+                for label in counts if label in gold}
+    total = sum(counts[label] for label in accuracy)
+    return {"real_weighted_top1": sum(counts[label] * a for label, a in accuracy.items()) / total,
+            "real_majority_baseline": max(counts.values()) / sum(counts.values())}
+
+
+def metrics(gold: list[str], decisions: list[LabelDecision], deltas: tuple[float, ...],
+            counts: dict[str, int] | None = None) -> dict[str, Any]:
     predicted = [d.label for d in decisions]
     row: dict[str, Any] = {
         "n": len(gold),
         "top1_accuracy": sum(g == p for g, p in zip(gold, predicted)) / len(gold),
+        "majority_baseline": max(gold.count(label) for label in set(gold)) / len(gold),
         "macro_f1": macro_f1(gold, predicted),
     }
+    if counts:
+        row.update(real_weighted(gold, predicted, counts))
     for delta in deltas:
         decided = [g == d.label for g, d in zip(gold, decisions) if d.score is not None and d.score >= delta]
         row[f"decided_accuracy@{delta}"] = sum(decided) / len(decided) if decided else None
@@ -103,8 +128,9 @@ def run(taxonomy: str, classifier: str, limit: int | None) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     context.engine("classifier").close()
     deltas = (load_spec(spec_name).classification.threshold, LOW_DELTA)
+    counts = {d.name: d.paper_count for d in context.taxonomies[dimension].domains if d.paper_count}
     return {"taxonomy": taxonomy, "classifier": classifier,
-            **metrics([r["label"] for r in rows], decisions, deltas),
+            **metrics([r["label"] for r in rows], decisions, deltas, counts),
             "seconds": seconds, "prompts_per_second": len(rows) / seconds, "load_seconds": load_seconds}
 
 
@@ -124,10 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     classifiers = list(CLASSIFIERS)[:1] if args.quick else list(CLASSIFIERS)
     results = []
     for taxonomy in SETS:
-        for classifier in classifiers:
+        for classifier in classifiers if taxonomy in LLM_SETS else classifiers[:1]:
             results.append(run(taxonomy, classifier, limit))
-            if len(results) == 1:
-                print(table_line(results[0], header=True))
+            if len(results) == 1 or results[-1].keys() != results[-2].keys():
+                print(table_line(results[-1], header=True))
             print(table_line(results[-1]), flush=True)  # the full run takes minutes: show rows as they finish
     report = {"quick": args.quick, "results": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
