@@ -11,9 +11,11 @@ from tasks.config import load_spec, taxonomies_for
 
 def test_classifier_accuracy_quick(tmp_path: Path) -> None:
     output = tmp_path / "classifier_accuracy.json"
-    report = main(["--quick", "--output", str(output)])
+    measurements = tmp_path / "classifier_accuracy_measured.json"
+    report = main(["--quick", "--output", str(output), "--measurements", str(measurements)])
     assert json.loads(output.read_text()) == report
-    assert [row["taxonomy"] for row in report["results"]] == list(SETS)
+    assert not measurements.exists()  # 10 prompts per set are no measurement for a card
+    assert [row["set"] for row in report["results"]] == list(SETS)
     for row in report["results"]:
         assert row["classifier"] == "minilm-embedding" and row["n"] == 10
         for key in ("top1_accuracy", "macro_f1", "unknown_rate@0.5", "unknown_rate@0.3"):
