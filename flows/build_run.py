@@ -17,6 +17,7 @@ from prefect.exceptions import MissingContextError
 
 from schemas.manifest import SourceFingerprint
 from schemas.spec import DatasetSpec
+from schemas.taxonomy import all_label_texts
 from tasks import __version__
 from tasks.config import (
     PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for, with_source_encoding,
@@ -76,10 +77,8 @@ class BuildRun:
         stage_two_kind(spec)  # an unknown kind, or one without its models, fails before any step runs
         taxonomies = taxonomies_for(spec)
         home = home or alignforge_home()
-        descriptions = {d.name: d.description for t in taxonomies.values() for d in t.domains}
-        descriptions.update({t.none.name: t.none.description for t in taxonomies.values() if t.none})
         pool = EnginePool(profile_model, cache_path=home / "cache" / "requests.sqlite", reuse_cache=reuse_cache,
-                          label_descriptions=descriptions)
+                          label_descriptions=all_label_texts(taxonomies.values()))
         context = StepContext(spec=spec, profile=profile_model, taxonomies=taxonomies,
                               prompts=PromptLibrary(PROMPTS_DIR), engines=pool, logger=_logger())
         effective_limit = limit if limit is not None else profile_model.limit

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from flows import artifacts
 from flows.build_run import BuildRun, template_hashes
 from flows.steps import StepRunner
-from schemas.manifest import ExpansionOutcome, Manifest, ModelUse
+from schemas.manifest import ClassifierAccuracy, ExpansionOutcome, Manifest, ModelUse
 from schemas.records import REJECT_SCHEMA
 from tasks import __version__
 from tasks.config import model_sha
@@ -21,6 +21,7 @@ from tasks.kinds import stage_two_kind
 from tasks.core import concat
 from tasks.release.card import render_card
 from tasks.release.invariants import check_release
+from tasks.stage1.measured_accuracy import accuracy_by_dimension, engine_name, load_measurements
 from tasks.stage1.sources import LoadedSource
 from tasks.stage2.respond import responses_of
 
@@ -79,6 +80,7 @@ def build_manifest(run: BuildRun, key: str, source: LoadedSource, steps: StepRun
         expansion=[ExpansionOutcome.model_validate(o) for o in outcomes], domain_counts=domain_counts,
         leakage=steps.details.get("split", {}).get("leakage", {}),
         wall_seconds=round(time.perf_counter() - started, 2), open_choices=open_choices(run),
+        classifier_accuracy=classifier_accuracy(run),
     )
 
 
@@ -100,6 +102,13 @@ def model_uses(run: BuildRun) -> list[ModelUse]:
         models.append(ModelUse(role=", ".join(roles), spec_model=", ".join(spec_models),
                                engine=f"{engine_name}@{revision or 'unpinned'}", **(used.as_dict() if used else {})))
     return models
+
+
+def classifier_accuracy(run: BuildRun) -> dict[str, ClassifierAccuracy]:
+    """The measured accuracy of the engine that classified, per dimension whose taxonomy it was measured on."""
+    classifier = run.spec.models.classifier
+    engine = engine_name(run.context.profile.engine_for(classifier), classifier)
+    return accuracy_by_dimension(engine, run.context.taxonomies, load_measurements())
 
 
 def open_choices(run: BuildRun) -> dict[str, str]:

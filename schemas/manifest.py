@@ -58,6 +58,23 @@ class ExpansionOutcome(_Record):
     met: bool
 
 
+class ClassifierAccuracy(_Record):
+    """One classifier's accuracy on held-out labelled prompts of one taxonomy, as measured by
+    bench/classifier_accuracy.py and kept in data/classifier_accuracy.json."""
+
+    engine: str  # backend:resolved-model, as a build names the engine (without revision)
+    taxonomy: str
+    taxonomy_sha256: str  # of the resolved taxonomy measured: another taxonomy text is another classifier
+    labelled_set: str  # the held-out prompts, relative to the repository root
+    prompts: int
+    top1_accuracy: float
+    majority_baseline: float  # the largest label's share of the labelled set
+    # Per-label accuracy weighted by the authors' published class counts, and that mix's
+    # majority share; only for taxonomies that carry the counts.
+    class_mix_top1_accuracy: float | None = None
+    class_mix_majority_baseline: float | None = None
+
+
 class FileEntry(_Record):
     path: str  # relative to the version folder
     rows: int
@@ -120,3 +137,4 @@ class Manifest(_Record):
     wall_seconds: float = 0.0
     open_choices: dict[str, str] = {}  # what the papers left open, and what this build chose
     plan: dict[str, Any] = {}  # the dry-run estimate made before the build ran ([lower, upper] totals)
+    classifier_accuracy: dict[str, ClassifierAccuracy] = {}  # dimension -> measurement of this build's classifier

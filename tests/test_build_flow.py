@@ -19,6 +19,7 @@ import yaml
 from flows.build import build_dataset
 from tasks.config import DATA_DIR
 from tasks.release.store import DatasetStore
+from tasks.stage1.measured_accuracy import load_measurements
 from tests.tiny_model import build_tiny_model
 
 
@@ -73,6 +74,11 @@ def test_build_publishes_a_loadable_version_whose_counts_add_up(prefect_harness,
         assert column in train.column_names
     counts = manifest["splits"]["default"]
     assert sum(counts.values()) == rows
+    # The classifier is the local profile's MiniLM on the CULTURAX taxonomy: the card states its measured accuracy.
+    measured, = (m for m in load_measurements() if m.engine == "embedding:packaged:minilm" and m.taxonomy == "culturax")
+    assert manifest["classifier_accuracy"] == {"cultural": measured.model_dump(mode="json")}
+    assert (f"top-1 accuracy {measured.top1_accuracy:.3f} on {measured.prompts:,} held-out written questions"
+            in (folder / "README.md").read_text())
     # Same inputs again: the existing version is found, nothing is rebuilt.
     again = build_dataset(dataset=str(tiny_files["spec"]), profile=str(tiny_files["profile"]), home=str(home))
     assert again["reused"] and again["version"] == result["version"]

@@ -12,7 +12,7 @@ import pytest
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from schemas.manifest import ExpansionOutcome, Manifest, ModelUse, SourceFingerprint, StageReport
+from schemas.manifest import ClassifierAccuracy, ExpansionOutcome, Manifest, ModelUse, SourceFingerprint, StageReport
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from schemas.spec import DatasetSpec, DimensionSpec, ExpansionSpec, RealSource, ResponseSpec, RoleModels, SourceSpec
 from schemas.taxonomy import Domain, SpecialLabel, Taxonomy
@@ -172,6 +172,27 @@ def test_real_source_builds_carry_no_sample_warning() -> None:
     assert "synthetic-sample build" not in text
     assert DatasetCard(text).data.size_categories == ["10K<n<100K"]
     assert "org/demo-bench" not in text and 'load_dataset("parquet", data_dir="data/default")' in text
+
+
+def test_card_states_the_measured_classifier_accuracy() -> None:
+    measured = ClassifierAccuracy(engine="embedding:packaged:minilm", taxonomy="safety_demo", taxonomy_sha256="cd" * 32,
+                                  labelled_set="data/samples/labelled_demo_test.jsonl", prompts=1234,
+                                  top1_accuracy=0.6114, majority_baseline=0.0712,
+                                  class_mix_top1_accuracy=0.5431, class_mix_majority_baseline=0.2468)
+    manifest = make_manifest().model_copy(update={"classifier_accuracy": {"safety": measured}})
+    text = render_card(manifest, SPEC, {"safety": TAXONOMY})
+    assert ("Classifier: `embedding:packaged:minilm`, top-1 accuracy 0.611 on 1,234 held-out written questions "
+            "(majority baseline 0.071); weighted by the authors' published class counts, 0.543 (majority baseline "
+            "0.247). The questions (`data/samples/labelled_demo_test.jsonl`) were written for alignforge") in text
+    without_class_mix = measured.model_copy(update={"class_mix_top1_accuracy": None, "class_mix_majority_baseline": None})
+    manifest = make_manifest().model_copy(update={"classifier_accuracy": {"safety": without_class_mix}})
+    assert "(majority baseline 0.071). The questions" in render_card(manifest, SPEC, {"safety": TAXONOMY})
+
+
+def test_card_says_when_the_classifier_accuracy_was_not_measured() -> None:
+    text = render_card(make_manifest(), SPEC, {"safety": TAXONOMY})
+    assert "The classifier's accuracy on held-out prompts of this taxonomy was not measured." in text
+    assert "top-1 accuracy" not in text
 
 
 def test_missing_taxonomy_or_unexpected_count_keys_are_errors() -> None:

@@ -169,6 +169,11 @@ class Engine(ABC):
     def identity(self) -> str:
         return f"{self.backend}:{self.model_id}@{self.revision or 'unpinned'}"
 
+    @property
+    def cache_salt(self) -> str | None:
+        """What else, beyond model, revision and request, decides the answers (None: nothing)."""
+        return None
+
     def __enter__(self) -> Engine:
         return self
 

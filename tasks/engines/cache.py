@@ -53,6 +53,8 @@ class CachedEngine(Engine):
 
     def key(self, request: ChatRequest) -> str:
         identity = [self.inner.backend, self.inner.model_id, self.inner.revision, request.cache_key()]
+        if self.inner.cache_salt is not None:  # e.g. the embedding classifier's label texts
+            identity.append(self.inner.cache_salt)
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:

@@ -116,7 +116,7 @@ class PooledEngine(Engine):
 
 class EnginePool:
     def __init__(self, profile: Profile, *, cache_path: Path | None, reuse_cache: bool = True,
-                 label_descriptions: dict[str, str] | None = None) -> None:
+                 label_descriptions: Mapping[str, str | Sequence[str]] | None = None) -> None:
         self.profile = profile
         self.cache_path = cache_path
         self.reuse_cache = reuse_cache

@@ -282,9 +282,27 @@ def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) ->
     return (
         f"## Dimension `{dimension}`: {taxonomy.title}\n\n"
         f"Taxonomy `{taxonomy.name}` v{taxonomy.version} ({len(taxonomy.domains)} domains; source: "
-        f"{taxonomy.source}{f'; sha256 `{sha}`' if sha else ''}). Counts are prompts per label before and "
-        "after expansion, and in the published version (after Stage II).\n\n"
+        f"{taxonomy.source}{f'; sha256 `{sha}`' if sha else ''}).\n\n{_classifier_accuracy(manifest, dimension)}\n\n"
+        "Counts are prompts per label before and after expansion, and in the published version (after Stage II).\n\n"
         + _table(["id", "domain", "group", "paper count", "before", "after", "published"], rows)
+    )
+
+
+def _classifier_accuracy(manifest: Manifest, dimension: str) -> str:
+    measured = manifest.classifier_accuracy.get(dimension)
+    if measured is None:
+        return "The classifier's accuracy on held-out prompts of this taxonomy was not measured."
+    class_mix = (
+        f"; weighted by the authors' published class counts, {measured.class_mix_top1_accuracy:.3f} "
+        f"(majority baseline {measured.class_mix_majority_baseline:.3f})"
+        if measured.class_mix_top1_accuracy is not None and measured.class_mix_majority_baseline is not None
+        else ""
+    )
+    return (
+        f"Classifier: `{measured.engine}`, top-1 accuracy {measured.top1_accuracy:.3f} on {measured.prompts:,} "
+        f"held-out written questions (majority baseline {measured.majority_baseline:.3f}){class_mix}. The "
+        f"questions (`{measured.labelled_set}`) were written for alignforge, not drawn from the source; "
+        "accuracy on the source's own prompts was not measured."
     )
 
 
