@@ -89,18 +89,18 @@ def model_uses(run: BuildRun) -> list[ModelUse]:
     generating role on one small model) are listed together, so its usage is counted once."""
     usage = run.usage_by_engine()
     shared: dict[str, tuple[list[str], list[str]]] = {}
-    for (role, spec_model), engine_name in sorted(run.roles().items()):
-        roles, spec_models = shared.setdefault(engine_name, ([], []))
+    for (role, spec_model), engine in sorted(run.roles().items()):
+        roles, spec_models = shared.setdefault(engine, ([], []))
         if role not in roles:
             roles.append(role)
         if spec_model not in spec_models:
             spec_models.append(spec_model)
     models = []
-    for engine_name, (roles, spec_models) in shared.items():
-        used = usage.get(engine_name)
+    for engine, (roles, spec_models) in shared.items():
+        used = usage.get(engine)
         revision = run.context.profile.engine_for(spec_models[0]).revision
         models.append(ModelUse(role=", ".join(roles), spec_model=", ".join(spec_models),
-                               engine=f"{engine_name}@{revision or 'unpinned'}", **(used.as_dict() if used else {})))
+                               engine=f"{engine}@{revision or 'unpinned'}", **(used.as_dict() if used else {})))
     return models
 
 
