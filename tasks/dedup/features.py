@@ -309,6 +309,17 @@ def thread_pool(texts: Sequence[str]) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(WORKERS, -(-len(texts) // _TEXTS_PER_BATCH))))
 
 
+def normalized_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every normalised word of every text (the units of word fingerprints),
+    concatenated, and the word count per text; batched on the thread pool."""
+    texts = list(texts)
+    batches = [texts[start:start + _TEXTS_PER_BATCH] for start in range(0, len(texts), _TEXTS_PER_BATCH)]
+    with thread_pool(texts) as pool:
+        pieces = list(pool.map(lambda batch: _word_unit_hashes(batch, FingerprintConfig()), batches))
+    return (np.concatenate([hashes for hashes, _ in pieces] + [np.zeros(0, dtype=np.uint64)]),
+            np.concatenate([counts for _, counts in pieces] + [np.zeros(0, dtype=np.int64)]))
+
+
 @dataclass(frozen=True)
 class _FeaturePartition:
     """The distinct features (by hash) of one hash partition over all batches, with their
