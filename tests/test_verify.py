@@ -19,7 +19,8 @@ from bench.near_duplicate_corpus import make_corpus, planted_recall
 from schemas.records import prompt_schema
 from schemas.spec import DedupSpec
 from tasks.dedup import verify
-from tasks.dedup.features import normalize_text
+from tasks.dedup import features as simhash_features
+from tasks.dedup.features import normalize_text, normalized_word_hashes
 from tasks.dedup.fingerprint import fingerprints, hamming
 from tasks.dedup.near_duplicates import (
     Fingerprinter, describe_rule, fingerprint_config, remove_near_duplicates, verify_rule, with_fingerprints,
@@ -75,6 +76,22 @@ def test_bag_distance_bounds_the_word_edit_distance(a: str, b: str) -> None:
     assert distance == int(bag_distance([b, a], np.array([[0, 1]]))[0])
     assert abs(len(normalize_text(a).split()) - len(normalize_text(b).split())) <= distance <= word_edit_distance(a, b)
     assert bag_distance([a, a.upper() + " ,"], np.array([[0, 1]]))[0] == 0
+
+
+MESSY_CHARACTERS = list("ab AbZ\t\n\x0b\x1c\x1f\x85\u00a0\u3000.,!-'$é\u0301ＦﬁİßΣς\u0915\u093f")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(MESSY_CHARACTERS), max_size=24), min_size=1, max_size=9),
+       st.integers(1, 4))
+def test_word_counts_are_the_fingerprint_word_units(texts: list[str], batch_size: int) -> None:
+    """Counting word starts in the normalised bytes agrees with the fingerprints' words."""
+    texts = texts + ["lone \ud800 surrogate", ""]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(simhash_features, "_TEXTS_PER_BATCH", batch_size)
+        counts = word_counts(texts)
+        assert counts.tolist() == normalized_word_hashes(texts)[1].tolist()
+    assert counts.tolist() == [len(normalize_text(text).split()) for text in texts]
 
 
 def test_repeated_words_count_with_multiplicity() -> None:
@@ -169,39 +186,46 @@ def brute_force_rule(query: list[str], reference: list[str], query_fps: np.ndarr
     return found
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_verified_pairs_equal_a_brute_force_of_the_rule(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+OTHER_RULES = [VerifyRule(10, 0, 0, 1, 0.05), VerifyRule(8, 12, 14, 3, 0.2)]  # no short-text join; other numbers
+
+
+@pytest.mark.parametrize("seed, rule", [(0, RULE), (1, RULE), (2, OTHER_RULES[0]), (3, OTHER_RULES[1])])
+def test_verified_pairs_equal_a_brute_force_of_the_rule(seed: int, rule: VerifyRule,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verify, "MISS_PROBABILITY", 1e-9)  # the index then finds every pair
     texts = edited_texts(seed)
     fps = fingerprints(texts, fingerprint_config(DedupSpec()))
-    pairs, distance = verified_pairs(texts, fps, RULE)
-    expected = {(i, j) for i, j in brute_force_rule(texts, texts, fps, fps, RULE) if i < j}
-    assert len(expected) > 100 and set(map(tuple, pairs.tolist())) == expected
+    pairs, distance = verified_pairs(texts, fps, rule)
+    expected = {(i, j) for i, j in brute_force_rule(texts, texts, fps, fps, rule) if i < j}
+    assert len(expected) > 50 and set(map(tuple, pairs.tolist())) == expected
     assert np.array_equal(pairs, np.unique(pairs, axis=0))
     assert distance.tolist() == [reference_bag_distance(texts[i], texts[j]) for i, j in pairs.tolist()]
     # The short-text radius adds pairs the candidate radius alone misses, and the word check drops some.
     n_words = word_counts(texts)
-    narrow = VerifyRule(RULE.candidate_radius, 0, 0, RULE.min_word_edits, RULE.word_edit_share)
-    assert len(verified_pairs(texts, fps, narrow)[0]) < len(pairs)
-    assert len(candidate_pairs(fps, n_words, RULE)) > len(pairs)
+    narrow = VerifyRule(rule.candidate_radius, 0, 0, rule.min_word_edits, rule.word_edit_share)
+    assert len(verified_pairs(texts, fps, narrow)[0]) < len(pairs) or not rule.widens_short_texts
+    assert len(candidate_pairs(fps, n_words, rule)) > len(pairs)
 
 
-def test_verified_cross_pairs_and_nearest_equal_a_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("seed, rule", [(4, RULE), (5, OTHER_RULES[0]), (6, OTHER_RULES[1])])
+def test_verified_cross_pairs_and_nearest_equal_a_brute_force(seed: int, rule: VerifyRule,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verify, "MISS_PROBABILITY", 1e-9)
-    texts = edited_texts(2)
+    texts = edited_texts(seed)
     fps = fingerprints(texts, fingerprint_config(DedupSpec()))
     query, reference = texts[::3], [t for i, t in enumerate(texts) if i % 3]
     query_fps, reference_fps = fps[::3], fps[np.arange(len(texts)) % 3 != 0]
-    pairs, distance = verified_cross_pairs(query, reference, query_fps, reference_fps, RULE)
-    expected = brute_force_rule(query, reference, query_fps, reference_fps, RULE)
+    pairs, distance = verified_cross_pairs(query, reference, query_fps, reference_fps, rule)
+    expected = brute_force_rule(query, reference, query_fps, reference_fps, rule)
     assert len(expected) > 30 and set(map(tuple, pairs.tolist())) == expected
+    assert distance.tolist() == [reference_bag_distance(query[q], reference[r]) for q, r in pairs.tolist()]
 
-    nearest, words_apart = nearest_verified(query, reference, query_fps, reference_fps, RULE)
+    nearest, words_apart = nearest_verified(query, reference, query_fps, reference_fps, rule)
     for q in range(len(query)):
         partners = sorted((reference_bag_distance(query[q], reference[r]), int(hamming(query_fps[q], reference_fps[r])), r)
                           for qq, r in expected if qq == q)
         assert (nearest[q], words_apart[q]) == ((partners[0][2], partners[0][0]) if partners else (-1, -1))
-    empty = nearest_verified(query, [], query_fps, reference_fps[:0], RULE)
+    empty = nearest_verified(query, [], query_fps, reference_fps[:0], rule)
     assert empty[0].tolist() == [-1] * len(query)
 
 

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tasks.dedup.features import exclusive_cumsum, normalized_word_hashes
+from tasks.dedup.features import exclusive_cumsum, normalized_word_counts, normalized_word_hashes
 from tasks.dedup.fingerprint import as_fingerprints, hamming
 from tasks.dedup.index import cross_pairs, near_duplicate_pairs, pairs_array
 
 MISS_PROBABILITY = 1e-2  # per candidate join, at its own radius
-_KEYS_PER_CHUNK = 1 << 23  # (pair, word) keys sorted at once when counting shared words
+_KEYS_PER_CHUNK = 1 << 23  # (pair, word) keys matched at once when counting shared words
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class VerifyRule:
 
 def word_counts(texts: Sequence[str]) -> np.ndarray:
     """n(t): normalised words per text."""
-    return normalized_word_hashes(texts)[1]
+    return normalized_word_counts(texts)
 
 
 @dataclass(frozen=True)
@@ -109,43 +109,41 @@ def _word_bags(texts: Sequence[str]) -> _WordBags:
     first = np.flatnonzero(np.diff(text_word, prepend=-1))  # first occurrence of each (text, word)
     distinct = text_word[first]
     counts = np.diff(np.append(first, len(text_word)))
-    text = distinct // max(len(vocabulary), 1)
+    text, word = np.divmod(distinct, max(len(vocabulary), 1))
     offsets = np.concatenate(([0], np.cumsum(np.bincount(text, minlength=len(texts)))))
-    return _WordBags(distinct % max(len(vocabulary), 1), counts, offsets, lengths)
+    return _WordBags(word, counts, offsets, lengths)
 
 
 def _shared_words(bags: _WordBags, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """|words(first[p]) & words(second[p])| for every pair p, vectorised.
 
-    Both sides' distinct words become keys ``pair | word | count`` (bit fields); sorted
-    together, a word both texts hold is two neighbours with equal ``pair | word``, whose
-    smaller count is what they share.  Pairs go in chunks of bounded key count, which also
-    keeps the pair field narrow enough for the key to fit in 63 bits.
+    Each side's distinct words become keys ``p << word_bits | word``: ascending already
+    (pairs in order, a bag's words ascending), so the second side's keys are searched for
+    the first side's without a sort; a word both hold counts its smaller multiplicity.
+    Pairs go in chunks of bounded key count.
     """
-    count_bits = int(bags.counts.max(initial=1)).bit_length()
     word_bits = int(bags.words.max(initial=1)).bit_length()
-    pair_shift = word_bits + count_bits
-    count_mask = (1 << count_bits) - 1
     sizes = np.diff(bags.offsets)
     keys_per_pair = sizes[first] + sizes[second]
-    max_pairs = 1 << (63 - pair_shift)
     cuts = np.searchsorted(np.cumsum(keys_per_pair), np.arange(_KEYS_PER_CHUNK, keys_per_pair.sum(), _KEYS_PER_CHUNK))
-    bounds = np.unique(np.concatenate(([0], cuts, np.arange(0, len(first), max_pairs), [len(first)])))
+    bounds = np.unique(np.concatenate(([0], cuts, [len(first)])))
     shared = np.zeros(len(first), dtype=np.int64)
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        keys = np.sort(np.concatenate([_side_keys(bags, rows[start:stop], pair_shift, count_bits)
-                                       for rows in (first, second)]))
-        same_word = (keys[1:] >> count_bits) == (keys[:-1] >> count_bits)
-        common = np.minimum(keys[1:] & count_mask, keys[:-1] & count_mask)[same_word]
-        shared[start:stop] = np.bincount(keys[1:][same_word] >> pair_shift, weights=common, minlength=stop - start)
+        first_keys, first_counts = _side_keys(bags, first[start:stop], word_bits)
+        second_keys, second_counts = _side_keys(bags, second[start:stop], word_bits)
+        slot = np.searchsorted(second_keys, first_keys)
+        both = slot < len(second_keys)
+        both[both] = second_keys[slot[both]] == first_keys[both]
+        common = np.minimum(first_counts[both], second_counts[slot[both]])
+        shared[start:stop] = np.bincount(first_keys[both] >> word_bits, weights=common, minlength=stop - start)
     return shared
 
 
-def _side_keys(bags: _WordBags, rows: np.ndarray, pair_shift: int, count_bits: int) -> np.ndarray:
+def _side_keys(bags: _WordBags, rows: np.ndarray, word_bits: int) -> tuple[np.ndarray, np.ndarray]:
     sizes = bags.offsets[rows + 1] - bags.offsets[rows]
     pair = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
     position = np.repeat(bags.offsets[rows] - exclusive_cumsum(sizes), sizes) + np.arange(len(pair))
-    return pair << pair_shift | bags.words[position] << count_bits | bags.counts[position]
+    return pair << word_bits | bags.words[position], bags.counts[position]
 
 
 def _bag_distance_of_rows(texts: Sequence[str], first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -180,13 +178,11 @@ def candidate_pairs(fps: np.ndarray, n_words: np.ndarray, rule: VerifyRule, *, s
     """Sorted (i, j), i < j, within the candidate radius (or the short-text radius) whose
     lengths are close enough to pass the word check."""
     fps = as_fingerprints(fps)
-    first = [near_duplicate_pairs(fps, rule.candidate_radius, miss_probability=MISS_PROBABILITY, seed=seed)]
-    if rule.widens_short_texts:
-        rows = np.flatnonzero(n_words <= rule.short_text_reach)  # ascending: i < j survives the mapping
-        short = rows[near_duplicate_pairs(fps[rows], rule.short_text_radius, miss_probability=MISS_PROBABILITY,
-                                          seed=seed)]
-        first.append(short[np.minimum(n_words[short[:, 0]], n_words[short[:, 1]]) <= rule.short_text_words])
-    pairs = np.concatenate(first)
+    found = []
+    for rows, radius, shorter_at_most in _joins(n_words, rule):
+        pairs = rows[near_duplicate_pairs(fps[rows], radius, miss_probability=MISS_PROBABILITY, seed=seed)]
+        found.append(pairs[np.minimum(n_words[pairs[:, 0]], n_words[pairs[:, 1]]) <= shorter_at_most])
+    pairs = np.concatenate(found)  # rows ascending: i < j survives the mapping
     pairs = pairs_array(pairs[:, 0], pairs[:, 1], len(fps))
     return pairs[rule.lengths_close(n_words[pairs[:, 0]], n_words[pairs[:, 1]])]
 
@@ -195,17 +191,28 @@ def cross_candidate_pairs(query_fps: np.ndarray, reference_fps: np.ndarray, quer
                           reference_words: np.ndarray, rule: VerifyRule, *, seed: int = 0) -> np.ndarray:
     """``candidate_pairs`` between two sets: sorted (query row, reference row)."""
     query, reference = as_fingerprints(query_fps), as_fingerprints(reference_fps)
-    found = [cross_pairs(query, reference, rule.candidate_radius, miss_probability=MISS_PROBABILITY, seed=seed)]
-    if rule.widens_short_texts:
-        query_rows = np.flatnonzero(query_words <= rule.short_text_reach)
-        reference_rows = np.flatnonzero(reference_words <= rule.short_text_reach)
-        short = cross_pairs(query[query_rows], reference[reference_rows], rule.short_text_radius,
+    found = []
+    for (query_rows, radius, shorter_at_most), (reference_rows, _, _) in zip(_joins(query_words, rule),
+                                                                              _joins(reference_words, rule)):
+        pairs = cross_pairs(query[query_rows], reference[reference_rows], radius,
                             miss_probability=MISS_PROBABILITY, seed=seed)
-        short = np.stack((query_rows[short[:, 0]], reference_rows[short[:, 1]]), axis=1)
-        found.append(short[np.minimum(query_words[short[:, 0]], reference_words[short[:, 1]]) <= rule.short_text_words])
+        pairs = np.stack((query_rows[pairs[:, 0]], reference_rows[pairs[:, 1]]), axis=1)
+        found.append(pairs[np.minimum(query_words[pairs[:, 0]], reference_words[pairs[:, 1]]) <= shorter_at_most])
     pairs = np.concatenate(found)
     pairs = pairs_array(pairs[:, 0], pairs[:, 1], len(reference))
     return pairs[rule.lengths_close(query_words[pairs[:, 0]], reference_words[pairs[:, 1]])]
+
+
+def _joins(n_words: np.ndarray, rule: VerifyRule) -> list[tuple[np.ndarray, int, int]]:
+    """(rows, radius, most words of a pair's shorter text) of each Hamming join.  A pair
+    with a short text whose lengths are close lies among the rows up to the short-text
+    reach, so when the short-text radius is the wider one, that join finds it and the
+    other join needs only the longer texts."""
+    any_length = np.iinfo(np.int64).max
+    if not rule.widens_short_texts:
+        return [(np.arange(len(n_words)), rule.candidate_radius, any_length)]
+    return [(np.flatnonzero(n_words > rule.short_text_words), rule.candidate_radius, any_length),
+            (np.flatnonzero(n_words <= rule.short_text_reach), rule.short_text_radius, rule.short_text_words)]
 
 
 def verified_pairs(texts: Sequence[str], fps: np.ndarray, rule: VerifyRule, *, seed: int = 0,
@@ -213,10 +220,15 @@ def verified_pairs(texts: Sequence[str], fps: np.ndarray, rule: VerifyRule, *, s
     """Near-duplicate pairs (i, j), i < j, of ``texts`` under ``rule``, sorted, int64 (k, 2),
     and their word-bag distances; ``n_words`` (``word_counts(texts)``) if already known."""
     n_words = word_counts(texts) if n_words is None else n_words
-    candidates = candidate_pairs(fps, n_words, rule, seed=seed)
+    return confirm_on_words(texts, candidate_pairs(fps, n_words, rule, seed=seed), n_words, rule)
+
+
+def confirm_on_words(texts: Sequence[str], candidates: np.ndarray, n_words: np.ndarray,
+                     rule: VerifyRule) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs that pass the word check, and their word-bag distances."""
     distance = bag_distance(texts, candidates)
-    verified = distance <= rule.allowed_edits(np.maximum(n_words[candidates[:, 0]], n_words[candidates[:, 1]]))
-    return candidates[verified], distance[verified]
+    passed = distance <= rule.allowed_edits(np.maximum(n_words[candidates[:, 0]], n_words[candidates[:, 1]]))
+    return candidates[passed], distance[passed]
 
 
 def verified_cross_pairs(query_texts: Sequence[str], reference_texts: Sequence[str], query_fps: np.ndarray,
