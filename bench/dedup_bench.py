@@ -173,7 +173,8 @@ def bench_rule(corpus: Corpus, spec: DedupSpec, repeats: int) -> dict:
                   "verify": verify_time}
         runs.append({"stages": stages, "total_wall_s": sum(t["wall_s"] for t in stages.values()),
                      "total_cpu_s": sum(t["cpu_s"] for t in stages.values()), "peak_mib": memory.mib,
-                     "load_end": os.getloadavg()[0], "pairs": pairs, "candidates": len(candidates)})
+                     "load_end": os.getloadavg()[0], "pairs": pairs, "candidates": len(candidates),
+                     "candidate_recall_1_2_edits": planted_recall(corpus, candidates)["recall_1_2_edits"]})
     median = sorted(runs, key=lambda r: r["total_wall_s"])[len(runs) // 2]
     return {
         "n": len(texts), "rule": rule.__dict__, "config": config.__dict__, "repeats": repeats,

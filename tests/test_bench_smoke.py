@@ -14,6 +14,7 @@ def test_dedup_bench_quick(tmp_path: Path) -> None:
     assert json.loads(output.read_text())["n"] == results["n"]
     rule = results["rule"]
     assert rule["deterministic"] and rule["recall_1_2_edits"] >= 0.9 and rule["precision"] >= 0.99
+    assert rule["candidate_recall_1_2_edits"] >= rule["recall_1_2_edits"]
     assert set(rule["stages"]) == {"fingerprint", "word_counts", "candidates", "verify"}
     assert rule["recall_1_2_edits"] > results["before"]["recall_1_2_edits"]
     features = {row["features"]: row for row in results["features"]}
