@@ -1,10 +1,10 @@
 """Near-duplicate pairs confirmed on words: SimHash candidates within a widened radius,
 kept when their word multisets differ by at most a few words.
 
-Why: on 64-bit fingerprints a one-word edit of a 15-word text moves it further than
-unrelated texts of similar length can come, so no single radius finds >= 95% of 1-2-word
-edits without flooding precision (``bench/README.md``).  A wider radius plus an exact
-check on the words does both.
+Why: a 1-2-word edit of a short text can move its 64-bit fingerprint as far as unrelated
+texts start to come, so no single radius finds >= 95% of such edits while keeping
+unrelated pairs out (``bench/README.md``).  A wider radius plus an exact check on the
+words does both.
 
 Rule
 ----
