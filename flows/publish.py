@@ -19,6 +19,7 @@ from tasks import __version__
 from tasks.config import model_sha
 from tasks.kinds import stage_two_kind
 from tasks.core import concat
+from tasks.dedup.near_duplicates import describe_rule
 from tasks.release.card import render_card
 from tasks.release.invariants import check_release
 from tasks.stage1.measured_accuracy import accuracy_by_dimension, engine_name, load_measurements
@@ -115,8 +116,7 @@ def open_choices(run: BuildRun) -> dict[str, str]:
     """What the papers left open, and what this build chose (written into the card)."""
     spec = run.spec
     return {
-        "simhash": f"{spec.dedup.bits}-bit fingerprints over word/char n-grams ({spec.dedup.shingle}, n={spec.dedup.ngram}), "
-                   f"{spec.dedup.weighting} weighting, tau={spec.dedup.tau}; method {spec.dedup.method}",
+        "near_duplicates": describe_rule(spec.dedup),
         "classification": f"closed choice over the taxonomy labels; label kept when its probability >= "
                           f"{spec.classification.threshold}, otherwise Unknown; {spec.classification.max_attempts} attempts",
         "expansion_target": f"each domain topped up to {spec.expansion.target_per_domain} "

@@ -132,13 +132,33 @@ class ExpansionSpec(_Strict):
 
 
 class DedupSpec(_Strict):
+    """SimHash fingerprints, and the rule that makes two prompts near-duplicates
+    (``tasks/dedup/verify.py``): candidates within Hamming ``tau + candidate_margin``, or
+    within ``short_text_radius`` when the shorter prompt has at most ``short_text_words``
+    words, kept when their word multisets differ by at most
+    ``max(min_word_edits, floor(word_edit_share * longer length))`` words.  ``tau`` alone
+    is the radius where no text is at hand (the split's leakage check on fingerprints)."""
+
     method: Literal["simhash", "minhash"] = "simhash"
     bits: int = Field(default=64, ge=8, le=64)
     shingle: Literal["word", "char"] = "word"
-    ngram: int = Field(default=2, ge=1)
+    ngram: int = Field(default=1, ge=1)
     weighting: Literal["idf", "tf"] = "idf"
     tau: int = Field(default=10, ge=0, le=32)
+    candidate_margin: int = Field(default=2, ge=0, le=32)
+    short_text_words: int = Field(default=20, ge=0)
+    short_text_radius: int = Field(default=16, ge=0, le=32)
+    min_word_edits: int = Field(default=2, ge=0)
+    word_edit_share: float = Field(default=0.1, ge=0.0, lt=1.0)
     minhash_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _radii_fit_the_fingerprint(self) -> DedupSpec:
+        for name, radius in (("tau + candidate_margin", self.tau + self.candidate_margin),
+                             ("short_text_radius", self.short_text_radius)):
+            if radius > self.bits:
+                raise ValueError(f"{name} ({radius}) exceeds the fingerprint's {self.bits} bits")
+        return self
 
 
 class ResponseFilterSpec(_Strict):

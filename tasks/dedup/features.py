@@ -200,12 +200,12 @@ def _ascii_byte_map(normalize: bool) -> bytes:
     return bytes(mapped)
 
 
-def _word_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Hash of every word of every text, concatenated, and the word count per text.
+def _normalized_buffer(texts: Sequence[str], config: FingerprintConfig) -> tuple[bytes, np.ndarray]:
+    """The texts' words as one byte buffer: text t is ``buffer[offsets[t]:offsets[t + 1]]``
+    with a trailing space, words separated by ASCII spaces.
 
-    ASCII texts are normalised as one buffer by a byte table and split and
-    dictionary-encoded in Arrow, so no per-word Python object is made; only the rare
-    non-ASCII text goes through ``_units`` first.  Each distinct word is hashed once.
+    ASCII texts are normalised by a byte table, so no per-word Python object is made;
+    only the rare non-ASCII text goes through ``_units`` first.
     """
     joined = " ".join(texts) + " "
     if joined.isascii():
@@ -218,7 +218,16 @@ def _word_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[
         )
         joined = " ".join(bodies) + " "
     buffer = joined.encode("utf-8", "surrogatepass").translate(_ascii_byte_map(config.normalize))
-    offsets = np.concatenate(([0], np.cumsum(byte_lengths + 1)))  # each text keeps its trailing separator
+    return buffer, np.concatenate(([0], np.cumsum(byte_lengths + 1)))  # each text keeps its trailing separator
+
+
+def _word_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every word of every text, concatenated, and the word count per text.
+
+    The normalised buffer is split and dictionary-encoded in Arrow; each distinct word is
+    hashed once.
+    """
+    buffer, offsets = _normalized_buffer(texts, config)
     # Binary, not string: text with lone surrogates is not valid UTF-8, and Arrow need not care.
     text_array = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(texts), [None, pa.py_buffer(offsets), pa.py_buffer(buffer)]
@@ -233,6 +242,16 @@ def _word_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[
     is_word = word_ids != (vocabulary.index(b"") if b"" in vocabulary else -1)
     units_per_text = np.add.reduceat(is_word, words.offsets.to_numpy()[:-1], dtype=np.int64)
     return np.take(vocabulary_hashes, word_ids[is_word]), units_per_text
+
+
+def _word_counts(texts: Sequence[str]) -> np.ndarray:
+    """Words per text, as ``_word_unit_hashes`` counts them, without splitting or hashing:
+    a word starts at every non-space byte that follows a space."""
+    buffer, offsets = _normalized_buffer(texts, FingerprintConfig())
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    space = data == ord(" ")
+    word_start = ~space & np.concatenate(([True], space[:-1]))
+    return np.add.reduceat(word_start, offsets[:-1], dtype=np.int64)
 
 
 def _char_unit_hashes(texts: Sequence[str], config: FingerprintConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +326,26 @@ def featurise(texts: list[str], config: FingerprintConfig, pool: ThreadPoolExecu
 
 def thread_pool(texts: Sequence[str]) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=max(1, min(WORKERS, -(-len(texts) // _TEXTS_PER_BATCH))))
+
+
+def _batched(texts: Sequence[str], function) -> list:
+    texts = list(texts)
+    batches = [texts[start:start + _TEXTS_PER_BATCH] for start in range(0, len(texts), _TEXTS_PER_BATCH)]
+    with thread_pool(texts) as pool:
+        return list(pool.map(function, batches))
+
+
+def normalized_word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every normalised word of every text (the units of word fingerprints),
+    concatenated, and the word count per text; batched on the thread pool."""
+    pieces = _batched(texts, lambda batch: _word_unit_hashes(batch, FingerprintConfig()))
+    return (np.concatenate([hashes for hashes, _ in pieces] + [np.zeros(0, dtype=np.uint64)]),
+            np.concatenate([counts for _, counts in pieces] + [np.zeros(0, dtype=np.int64)]))
+
+
+def normalized_word_counts(texts: Sequence[str]) -> np.ndarray:
+    """The word counts of ``normalized_word_hashes``, several times faster."""
+    return np.concatenate(_batched(texts, _word_counts) + [np.zeros(0, dtype=np.int64)])
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Stage I, SimHash: fingerprint prompts, drop near-duplicates, check leakage.
 
-Global steps: they need every shard's fingerprints at once. The representative of a
+Global steps: they need every shard's fingerprints at once. Near-duplicates are SimHash
+candidates confirmed on their words (``tasks.dedup.verify``); the representative of a
 near-duplicate cluster is chosen deterministically: a source row before a generated
 one, then the lowest prompt id.
 """
@@ -15,7 +16,7 @@ import pyarrow as pa
 
 from schemas.records import ORIGIN_SOURCE
 from schemas.spec import DedupSpec
-from tasks.dedup import fingerprint, index, minhash
+from tasks.dedup import fingerprint, index, minhash, verify
 from tasks.dedup.features import FingerprintConfig, IdfTable
 from tasks.core import StepContext, StepResult, make_rejects
 
@@ -49,6 +50,30 @@ def fingerprint_config(spec: DedupSpec) -> FingerprintConfig:
     return FingerprintConfig(bits=spec.bits, shingle=spec.shingle, ngram=spec.ngram, weighting=spec.weighting)
 
 
+def verify_rule(spec: DedupSpec) -> verify.VerifyRule:
+    return verify.VerifyRule(candidate_radius=spec.tau + spec.candidate_margin, short_text_words=spec.short_text_words,
+                             short_text_radius=spec.short_text_radius, min_word_edits=spec.min_word_edits,
+                             word_edit_share=spec.word_edit_share)
+
+
+def describe_rule(spec: DedupSpec) -> str:
+    """The near-duplicate rule in words, exactly as it runs (manifest and dataset card)."""
+    if spec.method == "minhash":
+        return (f"MinHash-LSH (datasketch, 128 permutations) over {spec.shingle} {spec.ngram}-grams: near-duplicates "
+                f"at estimated Jaccard similarity >= {spec.minhash_threshold}")
+    rule = verify_rule(spec)
+    return (
+        f"{spec.bits}-bit SimHash over {spec.shingle} {spec.ngram}-grams weighted by {spec.weighting}. Two prompts are "
+        f"near-duplicates when their fingerprints are within Hamming distance {rule.candidate_radius} (tau {spec.tau} + "
+        f"{spec.candidate_margin}), or within {rule.short_text_radius} when the shorter prompt has at most "
+        f"{rule.short_text_words} words (each search misses a pair at its radius with probability "
+        f"{verify.MISS_PROBABILITY:g}), and the longer prompt's word count minus the words both share (counted with "
+        f"multiplicity; words lowercased, NFKC, punctuation removed) is at most max({rule.min_word_edits}, "
+        f"floor({rule.word_edit_share:g} x the longer prompt's word count)). The split's leakage check compares "
+        f"fingerprints alone: within Hamming distance tau = {spec.tau}"
+    )
+
+
 def with_fingerprints(table: pa.Table, fingerprinter: Fingerprinter) -> pa.Table:
     values = fingerprinter(table["text"].to_pylist())
     column = table.schema.get_field_index("simhash")
@@ -65,36 +90,47 @@ def keep_priority(table: pa.Table) -> np.ndarray:
     return rank
 
 
-def near_duplicate_pairs(table: pa.Table, spec: DedupSpec, seed: int) -> np.ndarray:
+def near_duplicate_pairs(table: pa.Table, texts: list[str], spec: DedupSpec, seed: int) -> np.ndarray:
+    """Near-duplicate row pairs of ``table`` (whose texts are ``texts``) under the spec's rule."""
     if table.num_rows < 2:
         return np.zeros((0, 2), dtype=np.int64)
     if spec.method == "minhash":
         return minhash.minhash_near_duplicate_pairs(
-            table["text"].to_pylist(), threshold=spec.minhash_threshold, config=fingerprint_config(spec), seed=seed
+            texts, threshold=spec.minhash_threshold, config=fingerprint_config(spec), seed=seed
         )
     fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
-    return index.near_duplicate_pairs(fingerprints, spec.tau, seed=seed)
+    return verify.verified_pairs(texts, fingerprints, verify_rule(spec), seed=seed)[0]
 
 
 def remove_near_duplicates(table: pa.Table, spec: DedupSpec, seed: int, stage: str = "dedup") -> StepResult:
     """Keep one representative per near-duplicate cluster; the rest leave with its id."""
-    pairs = near_duplicate_pairs(table, spec, seed)
+    texts = table["text"].to_pylist()
+    pairs = near_duplicate_pairs(table, texts, spec, seed)
     representative = index.cluster_keep(table.num_rows, pairs, keep_priority(table))
     keep = representative == np.arange(table.num_rows)
     ids = table["prompt_id"].to_pylist()
-    texts = table["text"].to_pylist()
-    fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
+    removed = np.flatnonzero(~keep)
+    details = _removal_details(table, texts, spec, np.stack((removed, representative[removed]), axis=1))
     rejects = [
-        {"record_id": ids[i], "unit": "prompt", "stage": stage, "reason": "near_duplicate",
-         "detail": f"{spec.method} hamming {int(fingerprint.hamming(fingerprints[i:i + 1], fingerprints[r:r + 1])[0])}"
-         if spec.method == "simhash" else f"minhash jaccard >= {spec.minhash_threshold}",
+        {"record_id": ids[i], "unit": "prompt", "stage": stage, "reason": "near_duplicate", "detail": detail,
          "related_id": ids[r], "text": texts[i][:200]}
-        for i, r in enumerate(representative) if i != r
+        for (i, r), detail in zip(zip(removed.tolist(), representative[removed].tolist()), details)
     ]
     return StepResult(
         kept=table.filter(pa.array(keep)), rejects=make_rejects(rejects),
         stats={"pairs": len(pairs), "clusters_merged": int((~keep).sum())},
     )
+
+
+def _removal_details(table: pa.Table, texts: list[str], spec: DedupSpec, pairs: np.ndarray) -> list[str]:
+    """How far each removed row is from its cluster's representative (through the cluster,
+    so possibly further than one pair's rule allows)."""
+    if spec.method == "minhash":
+        return [f"minhash jaccard >= {spec.minhash_threshold}"] * len(pairs)
+    fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
+    bits = fingerprint.hamming(fingerprints[pairs[:, 0]], fingerprints[pairs[:, 1]])
+    words = verify.bag_distance(texts, pairs)
+    return [f"simhash hamming {b}, word-bag distance {w}" for b, w in zip(bits.tolist(), words.tolist())]
 
 
 def deduplicate(table: pa.Table, context: StepContext) -> StepResult:

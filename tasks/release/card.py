@@ -17,6 +17,7 @@ from huggingface_hub import DatasetCardData
 from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
+from tasks.dedup.near_duplicates import describe_rule
 from tasks.release.layout import DATA_FOLDER
 
 # The Hub's size buckets (datasets/utils/resources/size_categories.json), by upper bound.
@@ -329,19 +330,12 @@ def _expansion_section(manifest: Manifest, spec: DatasetSpec) -> str:
 
 
 def _dedup_and_leakage(manifest: Manifest, spec: DatasetSpec) -> str:
-    dedup = spec.dedup
-    method = (
-        f"{dedup.method}: {dedup.bits}-bit fingerprints over {dedup.shingle} {dedup.ngram}-grams weighted by "
-        f"{dedup.weighting}, near duplicates within Hamming distance tau = {dedup.tau}"
-        if dedup.method == "simhash"
-        else f"minhash, Jaccard threshold {dedup.minhash_threshold}"
-    )
     dedup_stages = [s for s in manifest.stages if "dedup" in s.stage]
     stage_rows = [
         (s.stage, s.rows_in, s.kept, s.rejected, ", ".join(f"{k}={v:g}" for k, v in sorted(s.stats.items())))
         for s in dedup_stages
     ]
-    parts = [f"## Deduplication and leakage\n\nMethod: {method}."]
+    parts = [f"## Deduplication and leakage\n\nMethod: {describe_rule(spec.dedup)}."]
     if stage_rows:
         parts.append(_table(["stage", "rows in", "kept", "removed", "stats"], stage_rows))
     if manifest.leakage:
