@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -28,7 +27,7 @@ from tasks.planning.budget import Budget, BudgetExceeded
 from tasks.planning.render import plan_totals
 from tasks.stage1.classify import classify_shard
 from tasks.stage1.expand import expand_domains
-from tasks.stage1.split import split_prompts
+from tasks.stage1.split import HeldOut, split_prompts
 from tasks.kinds import stage_two_kind
 
 
@@ -58,19 +57,19 @@ def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
     # low-resource domains expanded by generation,
     prompts = steps.whole("expand", expand_domains, prompts, uses_models=True)
     # and split, train items that leak into evaluation removed.
-    prompts = steps.whole("split", partial(split_prompts, heldout_fingerprints=heldout_fingerprints(run)), prompts)
+    prompts = steps.whole("split", partial(split_prompts, heldout=heldout_set(run)), prompts)
     # Stage II: responses by two-stage rejection sampling, or LLMs as safety raters.
     kind = stage_two_kind(run.spec)
     prompts = steps.shards(kind.stage, kind.step, prompts)
     return publish(run, key, source, prompts, steps, plan, started)
 
 
-def heldout_fingerprints(run: BuildRun) -> np.ndarray | None:
+def heldout_set(run: BuildRun) -> HeldOut | None:
     if not run.spec.splits.heldout:
         return None
     path = PROJECT_ROOT / run.spec.splits.heldout
     texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return run.context.fingerprinter(texts)
+    return HeldOut(texts, run.context.fingerprinter(texts))
 
 
 @flow(name="build-dataset", flow_run_name="build-{dataset}-{profile}", log_prints=True,

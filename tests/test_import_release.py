@@ -98,7 +98,7 @@ def test_diff_compares_a_build_with_the_release_by_labels_lengths_and_simhash(re
     assert comparison.lengths["prompts"].tolist() == [4, 3]
     overlap = comparison.overlap.set_index("prompts of")
     assert overlap.loc[build, "identical text"] == 1 and overlap.loc[imported, "identical text"] == 1
-    assert overlap.loc[build, "near-duplicate (tau 10)"] == 2  # the identical one and the one-word edit
+    assert overlap.loc[build, "near-duplicate"] == 2  # the identical one and the one-word edit
 
     output = CliRunner().invoke(app, ["diff", "culturax", build, imported, "--home", str(home)]).output
     assert "overlap by SimHash" in output and "identical text" in output and "mean characters" in output

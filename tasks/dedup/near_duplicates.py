@@ -140,8 +140,9 @@ def deduplicate(table: pa.Table, context: StepContext) -> StepResult:
     return remove_near_duplicates(with_fingerprints(table, context.fingerprinter), spec.dedup, spec.seed)
 
 
-def leaking_rows(candidates: np.ndarray, reference: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each candidate fingerprint, the closest reference within tau (-1 if none) and its distance."""
-    if len(candidates) == 0 or len(reference) == 0:
-        return np.full(len(candidates), -1, dtype=np.int64), np.full(len(candidates), -1, dtype=np.int64)
-    return index.nearest_within(candidates, reference, tau)
+def leaking_rows(query_texts: Sequence[str], query_fps: np.ndarray, reference_texts: Sequence[str],
+                 reference_fps: np.ndarray, spec: DedupSpec, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the reference row it near-duplicates under the dedup step's own
+    rule (SimHash candidates confirmed on words), -1 where none; and their word-bag distance.
+    Fingerprints alone at tau would flag unrelated prompts that share common words."""
+    return verify.nearest_verified(query_texts, reference_texts, query_fps, reference_fps, verify_rule(spec), seed=seed)

@@ -69,12 +69,12 @@ def simhash_overlap(old_texts: list[str], new_texts: list[str], old: str, new: s
     old_prints, new_prints = fingerprinter(old_texts), fingerprinter(new_texts)
     old_normal, new_normal = ({normalize_text(t) for t in texts} for texts in (old_texts, new_texts))
     rows = []
-    for source, target, texts, prints, other_prints, other_normal in (
-            (old, new, old_texts, old_prints, new_prints, new_normal),
-            (new, old, new_texts, new_prints, old_prints, old_normal)):
-        nearest, _ = leaking_rows(prints, other_prints, dedup.tau)
+    for source, target, texts, prints, other_texts, other_prints, other_normal in (
+            (old, new, old_texts, old_prints, new_texts, new_prints, new_normal),
+            (new, old, new_texts, new_prints, old_texts, old_prints, old_normal)):
+        nearest, _ = leaking_rows(texts, prints, other_texts, other_prints, dedup)
         near = int(np.count_nonzero(nearest >= 0))
         rows.append({"prompts of": source, "found in": target, "prompts": len(texts),
-                     f"near-duplicate (tau {dedup.tau})": near, "share": round(near / len(texts), 4) if texts else 0.0,
+                     "near-duplicate": near, "share": round(near / len(texts), 4) if texts else 0.0,
                      "identical text": sum(normalize_text(t) in other_normal for t in texts)})
     return pd.DataFrame(rows)
