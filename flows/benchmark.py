@@ -38,6 +38,7 @@ from prefect.cache_policies import NO_CACHE
 from rich.console import Console
 from rich.table import Table
 
+from flows.artifacts import run_key
 from schemas.spec import DatasetSpec
 from tasks.benchmark.report import RunInfo, summary_records, write_results
 from tasks.config import PROMPTS_DIR, alignforge_home, load_profile
@@ -172,11 +173,6 @@ def run_benchmark(options: BenchmarkOptions, store: DatasetStore, engines: Engin
     return BenchmarkOutcome(info, path, summary)
 
 
-def _artifact_key(*parts: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    return "-".join(parts).lower().replace("_", "-")
-
-
 @flow(name="benchmark", flow_run_name="benchmark-{dataset}-{profile}", log_prints=True)
 def benchmark(dataset: str, models: list[str], version: str | None = None, profile: str = "local",
               mode: str | None = None, runs: int = 3, limit: int | None = None, split: str | None = None,
@@ -197,10 +193,10 @@ def benchmark(dataset: str, models: list[str], version: str | None = None, profi
                                bootstrap_resamples=bootstrap_resamples, reuse_build_ratings=reuse_build_ratings,
                                profile=profile)
     outcome = run_benchmark(options, DatasetStore(root), pool, step=call_as_task)
-    create_table_artifact(key=_artifact_key("benchmark", dataset),
+    create_table_artifact(key=run_key("benchmark", dataset),
                           table=summary_records(headline(outcome.summary, outcome.info.kind)),
                           description=f"{dataset} {outcome.info.version}: headline figures of run {outcome.info.run_id}")
-    create_markdown_artifact(key=_artifact_key("benchmark", dataset, "report"),
+    create_markdown_artifact(key=run_key("benchmark", dataset, "report"),
                              markdown=(outcome.path / "report.md").read_text(encoding="utf-8"),
                              description=f"{dataset} {outcome.info.version}: benchmark report, run {outcome.info.run_id}")
     return outcome.as_dict()

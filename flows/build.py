@@ -25,6 +25,7 @@ from tasks.config import PROJECT_ROOT, load_profile
 from tasks.dedup.near_duplicates import Fingerprinter, deduplicate
 from tasks.planning.budget import Budget, BudgetExceeded
 from tasks.planning.render import plan_totals
+from tasks.release.checkpoint import work_folder_lock
 from tasks.stage1.classify import classify_shard
 from tasks.stage1.expand import expand_domains
 from tasks.stage1.split import HeldOut, split_prompts
@@ -112,7 +113,8 @@ def run_build(dataset: str, profile: str = "local", limit: int | None = None, re
     run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None, encoding)
     run.budget, run.start_usage, run.source_location = budget, run.usage_by_engine(), source
     try:
-        return build(run, rebuild)
+        with work_folder_lock(run.home / run.spec.name / ".work"):  # one build per dataset at a time
+            return build(run, rebuild)
     except BudgetExceeded as stop:
         run.context.logger.warning("%s: %s", run.spec.name, stop)
         return {"dataset": run.spec.name, "version": None, "path": None, "reused": False, "stopped": str(stop),

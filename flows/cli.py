@@ -184,7 +184,11 @@ def serve(
     """Serve the build and benchmark deployments (cron schedules from data/schedules.yaml)."""
     from flows.serve import serve_deployments
 
-    serve_deployments(only, schedules, paused=no_schedules)
+    refused = serve_deployments(only, schedules, paused=no_schedules)
+    for line in refused:
+        typer.echo(line, err=True)
+    if refused:
+        raise typer.Exit(2)
 
 
 def main() -> None:
