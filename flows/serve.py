@@ -13,7 +13,9 @@ What serve guarantees (README, "Operations"):
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -208,7 +210,7 @@ def refusals(placements: list[Placement]) -> list[str]:
 def serve_deployments(only: list[str] | None = None, schedules_file: Path | None = None, paused: bool = False) -> list[str]:
     """Serve until stopped; returns the refusals (one line each) instead when a deployment's
     profile cannot run here. Ends every process its flow runs started before it returns."""
-    from prefect import serve
+    from prefect.runner import Runner
 
     from flows.guardian import descendants, end_processes
 
@@ -217,15 +219,20 @@ def serve_deployments(only: list[str] | None = None, schedules_file: Path | None
     refused = refusals(placements)
     if refused:
         return refused
-    deployments = [deployment_for(p, schedules.timezone, with_schedule=not paused) for p in placements]
+    runner = Runner(heartbeat_seconds=HEARTBEAT_SECONDS)
+    for placement in placements:
+        runner.add_deployment(deployment_for(placement, schedules.timezone, with_schedule=not paused))
+        print(f"serving {placement.entry.name} on profile {placement.profile}", flush=True)
     ensure_zombie_automation()
     # Flow runs start in serve's working folder, where the project-relative entrypoints resolve.
     os.chdir(PROJECT_ROOT)
     guardian = subprocess.Popen([sys.executable, "-m", "flows.guardian", str(os.getpid())],
                                 cwd=PROJECT_ROOT, start_new_session=True)
+    # Ctrl-C stops like SIGTERM (the runner installs that handler itself): runs are cancelled
+    # through Prefect, rather than cut off by a KeyboardInterrupt before they can report.
+    signal.signal(signal.SIGINT, runner.handle_sigterm)
     try:
-        # Prefect's runner ends its flow runs on SIGTERM; Ctrl-C (SIGINT) ends serve here too.
-        serve(*deployments, heartbeat_seconds=HEARTBEAT_SECONDS)
+        asyncio.run(runner.start())
     finally:
         end_processes([p for p in descendants(os.getpid()) if p.pid != guardian.pid])
         guardian.terminate()
