@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config import PROJECT_ROOT
-from tasks.engines.openai_server import ServerFaults, running_server
+from tests.engines.openai_server import ServerFaults, running_server
 from tasks.release.checkpoint import LOCK_FILE, BuildInProgress, ShardCheckpoints, work_folder_lock
 from tasks.release.store import DatasetStore
 from tests.conftest import write_scripted_culturax

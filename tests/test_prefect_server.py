@@ -26,7 +26,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.serve import ZOMBIE_AUTOMATION
 from tasks.config import PROJECT_ROOT
-from tasks.engines.openai_server import ServerFaults, running_server
+from tests.engines.openai_server import ServerFaults, running_server
 from tasks.release.checkpoint import LOCK_FILE
 from tasks.release.store import DatasetStore
 from tests.conftest import write_scripted_culturax
