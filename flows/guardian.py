@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import psutil
 
 POLL_SECONDS = 1.0
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 30.0  # time for a flow run to report Crashed on a loaded machine
 
 
 def descendants(pid: int) -> list[psutil.Process]:

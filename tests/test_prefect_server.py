@@ -127,7 +127,7 @@ def test_served_deployment_runs_through_the_api_and_leaves_artifacts(prefect_ser
     by_key = {artifact["key"]: artifact for artifact in artifacts if artifact["key"]}
     assert {f"culturax-{what}-{run}" for what in ("classify", "dedup", "respond", "card", "version")} <= set(by_key)
     assert by_key[f"culturax-card-{run}"]["data"].startswith("```yaml\n")
-    assert by_key[f"culturax-version-{run}"]["data"].startswith(f"[culturax ")
+    assert by_key[f"culturax-version-{run}"]["data"].startswith("[culturax ")
     assert [a["name"] for a in automations].count(ZOMBIE_AUTOMATION) == 1
     assert any(p.name == "manifest.json" for p in home.glob("culturax/*/manifest.json"))
 
@@ -137,14 +137,15 @@ def test_two_triggers_of_one_deployment_run_one_after_the_other(prefect_server, 
     with running_server(scripted_server_engine(), faults=ServerFaults(delay_s=0.05)) as base_url:
         files = write_scripted_culturax(tmp_path, engine={"backend": "openai", "base_url": base_url, "max_retries": 0})
         with serving(prefect_server, tmp_path, "culturax-twice", scripted_parameters(files, home)):
-            first = run_deployment("build-dataset/culturax-twice", timeout=0)
-            second = run_deployment("build-dataset/culturax-twice", timeout=0)
-            first, second = final_state(first.id, 300), final_state(second.id, 300)
+            triggered = [run_deployment("build-dataset/culturax-twice", timeout=0) for _ in range(2)]
+            runs = [final_state(flow_run.id, 300) for flow_run in triggered]
             with get_client(sync_client=True) as client:
-                waited = {state.name for state in client.read_flow_run_states(second.id)}
-    assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
-    assert "AwaitingConcurrencySlot" in waited
-    assert first.end_time <= second.start_time  # never at once
+                waited = [{state.name for state in client.read_flow_run_states(run.id)} for run in runs]
+    assert all(run.state.is_completed() for run in runs), [run.state for run in runs]
+    # Either may be picked up first (both were scheduled for now); the other waited for it.
+    [waiter] = [run for run, states in zip(runs, waited) if "AwaitingConcurrencySlot" in states]
+    [other] = [run for run in runs if run.id != waiter.id]
+    assert other.end_time <= waiter.start_time  # never at once
     # The second found the first's version (same inputs) instead of publishing a copy.
     assert len(DatasetStore(home).list_versions("culturax")) == 1
 
@@ -169,8 +170,8 @@ def test_a_run_whose_serve_ends_ends_too_and_says_so(prefect_server, tmp_path: P
             process, flow_run_id = flow_run_process(home)
             served.send_signal(ending)
             served.wait(timeout=60)
-            process.wait(timeout=30)  # ended with serve, not left running
-            ended = final_state(flow_run_id, 60)
+            process.wait(timeout=90)  # ended with serve, not left running
+            ended = final_state(flow_run_id, 120)
     assert (ended.state.is_crashed() if ending == signal.SIGKILL else ended.state.is_cancelled()), ended.state
 
 
