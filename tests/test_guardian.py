@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from flows.guardian import end_processes, is_gone
+from flows.guardian import end_processes, flow_run_of, is_gone
 from tasks.config import PROJECT_ROOT
 
 # Stands in for serve: starts a flow-run-like child that itself starts a grandchild, then waits.
@@ -68,3 +68,18 @@ def test_guardian_of_a_process_that_is_already_gone_exits_at_once() -> None:
     guardian = subprocess.run([sys.executable, "-m", "flows.guardian", str(gone.pid)], cwd=PROJECT_ROOT, timeout=30,
                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert guardian.returncode == 0
+
+
+def test_a_process_is_known_by_the_flow_run_in_its_environment() -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                              env={**os.environ, "PREFECT__FLOW_RUN_ID": "0195f3a2-7c1e-7d00-8a4b-1f2e3d4c5b6a"})
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                             env={k: v for k, v in os.environ.items() if k != "PREFECT__FLOW_RUN_ID"})
+    try:
+        assert flow_run_of(psutil.Process(worker.pid)) == "0195f3a2-7c1e-7d00-8a4b-1f2e3d4c5b6a"
+        assert flow_run_of(psutil.Process(plain.pid)) is None
+    finally:
+        worker.kill()
+        plain.kill()
+        worker.wait()
+        plain.wait()

@@ -175,6 +175,36 @@ def test_a_run_whose_serve_ends_ends_too_and_says_so(prefect_server, tmp_path: P
     assert (ended.state.is_crashed() if ending == signal.SIGKILL else ended.state.is_cancelled()), ended.state
 
 
+# A serve stand-in whose flow-run child cannot report anything (it only sleeps).
+SILENT_SERVE = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_guardian_marks_the_runs_of_a_killed_serve_crashed(prefect_server) -> None:
+    from prefect import flow
+    from prefect.states import Running
+
+    _, environment = prefect_server
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(flow(name="stand-in")(lambda: None))
+        client.set_flow_run_state(flow_run.id, Running())
+    serve = subprocess.Popen([sys.executable, "-c", SILENT_SERVE], stdout=subprocess.PIPE, text=True,
+                             env={**environment, "PREFECT__FLOW_RUN_ID": str(flow_run.id)})
+    assert serve.stdout.readline().strip() == "ready"
+    guardian = subprocess.Popen([sys.executable, "-m", "flows.guardian", str(serve.pid)], cwd=PROJECT_ROOT,
+                                env=environment, start_new_session=True)
+    time.sleep(3)  # the guardian notes the tree while serve lives
+    serve.kill()
+    serve.wait()
+    assert guardian.wait(timeout=120) == 0
+    ended = final_state(flow_run.id, 10)
+    assert ended.state.is_crashed() and f"alignforge serve (pid {serve.pid})" in ended.state.message
+
+
 @pytest.mark.slow
 def test_a_run_that_stops_sending_heartbeats_is_marked_crashed_by_the_server(prefect_server, tmp_path: Path) -> None:
     """Everything killed at once (serve, its guardian, the flow run): nothing can report, so
