@@ -14,6 +14,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 
 from schemas.manifest import StageReport
+from tasks.config import config_label
 
 
 def _in_run() -> bool:
@@ -23,6 +24,17 @@ def _in_run() -> bool:
 def _key(*parts: str) -> str:
     # Artifact keys allow lowercase letters, digits and dashes only.
     return "-".join(parts).lower().replace("_", "-")
+
+
+def run_name(kind: str) -> Callable[[], str]:
+    """A flow's run-name function: `KIND-DATASET-PROFILE`, with spec and profile files by their stem."""
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        parameters = flow_run.parameters
+        return f"{kind}-{config_label(parameters['dataset'])}-{config_label(parameters.get('profile', 'local'))}"
+
+    return name
 
 
 def stage_table(dataset: str, report: StageReport) -> None:

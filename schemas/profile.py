@@ -46,6 +46,10 @@ class EngineConfig(BaseModel):
     def resolved_model(self, spec_model_id: str) -> str:
         return self.model or spec_model_id
 
+    def engine_id(self, spec_model_id: str) -> str:
+        """What ran for a spec model: backend, resolved model and pinned revision (manifest and rows)."""
+        return f"{self.backend}:{self.resolved_model(spec_model_id)}@{self.revision or 'unpinned'}"
+
 
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
