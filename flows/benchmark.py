@@ -39,6 +39,7 @@ from rich.console import Console
 
 from flows import artifacts
 from flows.console_tables import print_table
+from flows.temporary_server import start_temporary_server_in_own_session
 from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.benchmark.report import RunInfo, summary_records, write_results
@@ -251,6 +252,7 @@ def benchmark_command(
     if not model_ids:
         raise typer.BadParameter("name at least one model", param_hint="--models")
     check_distinct_engines(model_ids, load_profile(profile), allow_same_engine)  # before a Prefect server starts
+    start_temporary_server_in_own_session()
     result = benchmark(dataset=dataset, models=model_ids, version=version, profile=profile, mode=mode, runs=runs,
                        limit=limit, split=split, reuse_cache=reuse_cache, reuse_build_ratings=not rerate,
                        home=str(home) if home else None, allow_same_engine=allow_same_engine)

@@ -57,9 +57,12 @@ def build(
     from flows.progress import cli_progress
     from tasks.config import load_profile, load_spec
 
+    from flows.temporary_server import start_temporary_server_in_own_session
+
     # A bad spec or profile fails here, in one line, before a Prefect server starts.
     load_spec(dataset)
     load_profile(profile)
+    start_temporary_server_in_own_session()
     with cli_progress(console.is_terminal):
         result = build_with_configured_runner(dataset=dataset, profile=profile, limit=limit, reuse_cache=not no_cache, rebuild=rebuild,
                                home=str(home) if home else None, max_requests=max_requests,
@@ -203,14 +206,15 @@ def serve(
 
 def exit_code_for(error: BaseException) -> int | None:
     """The exit status of an error the user can fix (printed as one line), None for a bug
-    (printed with its traceback). 2: bad input (spec, profile, source file, missing token),
-    1: a failed export, 128 + signal: a build stopped by a signal."""
+    (printed with its traceback). 2: bad input (spec, profile, source file, missing token or
+    version), 1: a failed export, 128 + signal: a build stopped by a signal."""
     from tasks.config import ConfigError
     from tasks.release.export import ExportError, MissingTokenError
+    from tasks.release.store import VersionNotFoundError
     from tasks.stage1.sources import SourceFormatError
     from tasks.stopping import BuildStopped
 
-    if isinstance(error, (ConfigError, SourceFormatError, MissingTokenError)):
+    if isinstance(error, (ConfigError, SourceFormatError, MissingTokenError, VersionNotFoundError)):
         return 2
     if isinstance(error, ExportError):
         return 1
@@ -227,6 +231,9 @@ class WithoutTraceback(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None and exit_code_for(record.exc_info[1]) is not None:
             record.exc_info, record.exc_text = None, None
         return True
+
+
+WITHOUT_TRACEBACK = WithoutTraceback()  # one instance: adding it again is a no-op
 
 
 def explain(error: BaseException) -> str:
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     # (measured: SmolLM2 2 tok/s vs 19 tok/s); must be set before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(WithoutTraceback())
+        logging.getLogger(name).addFilter(WITHOUT_TRACEBACK)
     try:
         app(args=argv, prog_name="alignforge")
     except Exception as error:

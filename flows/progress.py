@@ -73,11 +73,17 @@ def progress_line(stage: str, done: int, total: int, build_seconds: float, stage
     return f"[{duration(build_seconds):>12}] {stage:<9} {what}"
 
 
+def write_stdout(line: str) -> None:
+    # Not print(): a flow with log_prints turns prints into Prefect log records on stderr.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 @contextlib.contextmanager
 def log_progress(write: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
     """Progress as plain lines (stdout by default, flushed at once): what a log file or CI shows."""
-    write = write or (lambda line: print(line, file=sys.stdout, flush=True))
+    write = write or write_stdout
     build_started = clock()
     stage_started: dict[str, float] = {}
 
