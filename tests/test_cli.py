@@ -107,8 +107,8 @@ def test_a_bad_source_file_fails_the_flow_in_one_line(prefect_harness, built, tm
     path.write_text(yaml.safe_dump(spec))
     code, _, err = run_main(["build", str(path), "--profile", str(built["profile"]), "--home", str(tmp_path)], capsys)
     assert code == 2
-    assert err.splitlines()[-1] == ("alignforge: error: cultural_kaleidoscope.jsonl: expected a column 'Prompt'; "
-                                    "found ['Question', 'id']")
+    sample = DATA_DIR / "samples" / "cultural_kaleidoscope.jsonl"
+    assert err.splitlines()[-1] == f"alignforge: error: {sample}: expected a column 'Prompt'; found ['Question', 'id']"
 
 
 def test_prefect_logs_errors_the_cli_explains_without_their_traceback() -> None:
@@ -155,7 +155,8 @@ def test_show_and_list_print_plain_tables_with_every_cell(built) -> None:
     manifest = json.loads((Path(built["result"]["path"]) / "manifest.json").read_text())
     respond = next(s for s in manifest["stages"] if s["stage"] == "respond")
     row = next(line for line in shown.output.splitlines() if line.startswith("respond "))
-    assert row.split()[:5] == ["respond", "prompt", str(respond["rows_in"]), str(respond["kept"]), str(respond["rejected"])]
+    assert row.split()[:6] == ["respond", "prompt", str(respond["rows_in"]), str(respond["added"]), str(respond["kept"]),
+                               str(respond["rejected"])]
     assert "scripted:" in shown.output and not set("│┃━─") & set(shown.output)
     listed = CliRunner().invoke(app, ["list", "--home", str(built["home"])])
     assert listed.exit_code == 0 and built["result"]["version"] in listed.output

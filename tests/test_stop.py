@@ -43,8 +43,8 @@ def slow_build(tmp_path_factory) -> dict[str, Path]:
         "name": "tiny-slow", "description": "tiny random model writing long answers", "source": "sample",
         "default_engine": {"backend": "transformers", "model": str(model), "device": "cpu", "batch_size": 4},
         "models": {"mistralai/Mistral-7B-Instruct-v0.3": {"backend": "embedding", "model": "packaged:minilm"}},
-        "expansion_target": 0, "candidates_per_target": 1, "max_response_tokens": 400, "feedback_iterations": 0,
-        "judge_mode": "choice", "classification_threshold": 0.05, "limit": 40, "shard_size": 2,
+        "expansion_target": 0, "candidates_per_target": 1, "max_response_tokens": 240, "feedback_iterations": 0,
+        "judge_mode": "choice", "classification_threshold": 0.05, "limit": 24, "shard_size": 2,
     }
     (root / "tiny-slow.yaml").write_text(yaml.safe_dump(profile))
     spec = yaml.safe_load((DATA_DIR / "specs" / "culturax.yaml").read_text())
