@@ -448,6 +448,12 @@ def test_rater_agreement_and_demographic_figures(home: Path, demo: str) -> None:
 
     report = (outcome.path / "report.md").read_text()
     assert "ICC(2,k)" in report and "(1/G) x sum over the G groups" in report
+    assert "no reference positives has no TPR" in report and "left out of that gap" in report  # the EOD rule
+    # Three items: many resamples repeat one item, where ICC is undefined; the report counts them.
+    icc_resamples = value_of(summary, "mut/d", "overall", "icc_2k")["n_resamples_valid"]
+    assert 0 < icc_resamples < FAST["bootstrap_resamples"]
+    fewest = int(summary["n_resamples_valid"].min())
+    assert f"rest on fewer than {FAST['bootstrap_resamples']} valid resamples, the fewest {fewest} (" in report
     assert (outcome.path / "humans_rater_gender.png").is_file()
     assert (outcome.path / "disagreement_mut-d_rater_age.png").is_file()
 
@@ -559,3 +565,16 @@ def test_models_on_one_engine_are_found_and_refused_by_the_flow(home: Path, misa
     assert models_sharing_engines(["a", "b", "c"], profile) == {"openai:m1@unpinned": ["a", "c"]}
     with pytest.raises(ConfigError, match="--allow-same-engine"):
         benchmark.fn(dataset="misaligntrade", models=["x", "y"], home=str(home))
+
+
+def test_the_report_says_how_many_resamples_each_interval_rests_on() -> None:
+    from tasks.benchmark.report import resamples_text
+
+    def figures(counts: list[float | None]) -> pd.DataFrame:
+        return pd.DataFrame({"model": "m", "scope": "overall", "dimension": None, "group": None,
+                             "metric": [f"metric{i}" for i in range(len(counts))], "n_resamples_valid": counts})
+
+    assert resamples_text(figures([200, 200, None]), 200).endswith("every interval here rests on all 200 resamples.")
+    assert resamples_text(figures([None]), 200).endswith("no figure here has an interval.")
+    short = resamples_text(figures([200, 150, 90]), 200)
+    assert "2 of 3 intervals rest on fewer than 200 valid resamples, the fewest 90 (`m` metric2, overall)" in short
