@@ -68,6 +68,9 @@ class Profile(BaseModel):
     feedback_iterations: int | None = Field(default=None, ge=0)
     # With a response budget scaled down for a CPU, answers are cut off; keep them rather than keep nothing.
     reject_truncated_responses: bool | None = None
+    # A small CPU model judging its own answers passes few of them: a demo keeps the prompts
+    # without a passing response, flagged (pass_* false), rather than publish almost nothing.
+    require_pass: bool | None = None
     # An embedding classifier's probabilities are a softmax over cosine similarities, not a
     # language model's; a CPU profile may set its own delta for them.
     classification_threshold: float | None = Field(default=None, gt=0.0, le=1.0)

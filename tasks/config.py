@@ -134,6 +134,8 @@ def apply_profile(spec: DatasetSpec, profile: Profile) -> DatasetSpec:
         responses = responses.model_copy(update={"filters": filters})
     if profile.feedback_iterations is not None:
         responses = responses.model_copy(update={"feedback_iterations": profile.feedback_iterations})
+    if profile.require_pass is not None:
+        responses = responses.model_copy(update={"require_pass": profile.require_pass})
     classification = spec.classification
     if profile.classification_threshold is not None:
         classification = classification.model_copy(update={"threshold": profile.classification_threshold})
