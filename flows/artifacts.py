@@ -20,6 +20,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 
 from schemas.manifest import StageReport
+from tasks.config import config_label
 
 # The URL under which other machines reach the data home (a shared store: https://, s3://, a
 # file:// URL of a mounted share); without it a version is named by this host and its path.
@@ -60,6 +61,17 @@ def version_link(dataset: str, version: str, path: Path, store_url: str | None, 
     if store_url:
         return f"{store_url.rstrip('/')}/{dataset}/{version}", f"{dataset} {version}"
     return f"file://{host}{path.resolve().as_posix()}", f"{dataset} {version} on {host}: {path.resolve()}"
+
+
+def run_name(kind: str) -> Callable[[], str]:
+    """A flow's run-name function: `KIND-DATASET-PROFILE`, with spec and profile files by their stem."""
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        parameters = flow_run.parameters
+        return f"{kind}-{config_label(parameters['dataset'])}-{config_label(parameters.get('profile', 'local'))}"
+
+    return name
 
 
 def stage_table(dataset: str, report: StageReport) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import artifacts
 from flows.build_run import BuildRun
 from flows.plan import make_plan
 from flows.publish import publish
@@ -30,6 +31,7 @@ from tasks.stage1.classify import classify_shard
 from tasks.stage1.expand import expand_domains
 from tasks.stage1.split import HeldOut, split_prompts
 from tasks.kinds import stage_two_kind
+from tasks.stopping import stop_on_signals
 
 
 def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
@@ -40,11 +42,14 @@ def build(run: BuildRun, rebuild: bool) -> dict[str, Any]:
                                       run.limit, run.source_location, run.home)
     key = run.content_key(source.fingerprint)
     existing = run.store.find_version(run.spec.name, key)
-    if existing and not rebuild:
+    # Without the cache nothing finished earlier is reused: no version, no shard, no request.
+    if existing and not rebuild and run.reuse_cache:
         run.context.logger.info("%s: inputs unchanged, version %s already published", run.spec.name, existing)
         return {"dataset": run.spec.name, "version": existing, "path": str(run.store.path(run.spec.name, existing)),
                 "reused": True}
     steps = StepRunner(run, run.checkpoints(key))
+    if not run.reuse_cache:
+        steps.checkpoints.clear()
     plan = steps.checkpoints.load_value("plan") or plan_totals(make_plan(run.spec_name, run.profile_name, run.limit,
                                                                          home=run.home,
                                                                          source_location=run.source_location))
@@ -73,7 +78,7 @@ def heldout_set(run: BuildRun) -> HeldOut | None:
     return HeldOut(texts, run.context.fingerprinter(texts))
 
 
-@flow(name="build-dataset", flow_run_name="build-{dataset}-{profile}", log_prints=True,
+@flow(name="build-dataset", flow_run_name=artifacts.run_name("build"), log_prints=True,
       task_runner=ThreadPoolTaskRunner(max_workers=2))
 def build_dataset(dataset: str, profile: str = "local", limit: int | None = None, reuse_cache: bool = True,
                   rebuild: bool = False, home: str | None = None, dry_run: bool = False,
@@ -113,7 +118,8 @@ def run_build(dataset: str, profile: str = "local", limit: int | None = None, re
     run = BuildRun.prepare(dataset, profile, limit, reuse_cache, Path(home) if home else None, encoding)
     run.budget, run.start_usage, run.source_location = budget, run.usage_by_engine(), source
     try:
-        with work_folder_lock(run.home / run.spec.name / ".work"):  # one build per dataset at a time
+        with work_folder_lock(run.home / run.spec.name / ".work"), stop_on_signals():
+            # one build per dataset at a time; Ctrl-C / SIGTERM stop at the next request, finished shards kept
             return build(run, rebuild)
     except BudgetExceeded as stop:
         run.context.logger.warning("%s: %s", run.spec.name, stop)

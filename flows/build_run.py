@@ -18,7 +18,6 @@ from prefect.exceptions import MissingContextError
 from schemas.manifest import SourceFingerprint
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import all_label_texts
-from tasks import __version__
 from tasks.config import (
     PROMPTS_DIR, alignforge_home, apply_profile, load_profile, load_spec, model_sha, taxonomies_for, with_source_encoding,
 )
@@ -28,6 +27,7 @@ from tasks.kinds import stage_two_kind
 from tasks.engines.pool import EnginePool, PoolUsage, add_usage
 from tasks.planning.budget import Budget, estimate_shard, spend_between
 from tasks.prompts import PromptLibrary
+from tasks.provenance import code_digest
 from tasks.release.checkpoint import ShardCheckpoints
 from tasks.release.store import DatasetStore
 
@@ -100,7 +100,7 @@ class BuildRun:
         parts = {
             "spec": model_sha(self.spec), "profile": model_sha(self.context.profile), "limit": self.limit,
             "taxonomies": {name: model_sha(t) for name, t in self.context.taxonomies.items()},
-            "templates": template_hashes(), "source": source.sha256, "code": __version__,
+            "templates": template_hashes(), "source": source.sha256, "code": code_digest(),
         }
         return hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()
 

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from rich.console import Console
 
+from flows import artifacts
 from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.config import apply_profile, load_profile, load_spec
@@ -74,10 +75,15 @@ def plan_command(
     home: Annotated[Optional[Path], typer.Option(help="Data home (default $ALIGNFORGE_HOME or ~/.cache/alignforge)")] = None,
 ) -> None:
     """Plan a build of DATASET: requests, tokens, time and cost per stage and model, as bounds."""
-    Console().print(render_plan(make_plan(dataset, profile, limit, measure=measure, home=home)))
+    plan = make_plan(dataset, profile, limit, measure=measure, home=home)
+    console = Console()
+    if console.is_terminal:
+        console.print(render_plan(plan))
+    else:  # a rich table squeezed into 80 columns empties its cells; markdown keeps them whole
+        print(render_plan_markdown(plan), flush=True)
 
 
-@flow(name="plan-build", flow_run_name="plan-{dataset}-{profile}", log_prints=True)
+@flow(name="plan-build", flow_run_name=artifacts.run_name("plan"), log_prints=True)
 def plan_build(dataset: str, profile: str = "local", limit: int | None = None, home: str | None = None) -> dict[str, Any]:
     """Plan a build without running it; in a flow run the plan becomes a markdown artifact."""
     plan = make_plan(dataset, profile, limit, home=Path(home) if home else None)

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from flows import artifacts
 from flows.build_run import BuildRun, template_hashes
+from flows.progress import report as progress_report
 from flows.steps import StepRunner
 from schemas.manifest import ClassifierAccuracy, ExpansionOutcome, Manifest, ModelUse
 from schemas.records import REJECT_SCHEMA
@@ -21,7 +22,9 @@ from tasks.kinds import stage_two_kind
 from tasks.core import concat
 from tasks.dedup.near_duplicates import describe_rule
 from tasks.release.card import render_card
+from tasks.provenance import code_digest, git_commit
 from tasks.release.invariants import check_release
+from tasks.release.tables import engine_ids, with_engine_columns
 from tasks.stage1.measured_accuracy import accuracy_by_dimension, engine_name, load_measurements
 from tasks.stage1.sources import LoadedSource
 from tasks.stage2.respond import responses_of
@@ -36,7 +39,8 @@ def publish(run: BuildRun, key: str, source: LoadedSource, prompts: pa.Table, st
     if "annotations" in side:
         side["annotations"] = side["annotations"].filter(pc.is_in(side["annotations"]["prompt_id"], prompts["prompt_id"]))
     kind = stage_two_kind(run.spec)
-    configs = kind.release(prompts, side, run.spec)
+    engines = engine_ids(run.spec, run.context.profile)
+    configs = {name: with_engine_columns(table, engines) for name, table in kind.release(prompts, side, run.spec).items()}
     problems = check_release(prompts, side, run.context.taxonomies, steps.reports)
     if problems:
         raise RuntimeError(f"{run.spec.name}: not published, invariants failed: " + "; ".join(problems[:10]))
@@ -53,6 +57,7 @@ def publish(run: BuildRun, key: str, source: LoadedSource, prompts: pa.Table, st
     artifacts.published(run.spec.name, published.version, Path(published.path),
                         (Path(published.path) / "README.md").read_text())
     run.context.logger.info("%s: published version %s at %s", run.spec.name, published.version, published.path)
+    progress_report("publish", 1, 1)
     return {"dataset": run.spec.name, "version": published.version, "path": str(published.path), "reused": False,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -74,7 +79,7 @@ def build_manifest(run: BuildRun, key: str, source: LoadedSource, steps: StepRun
     outcomes = steps.details.get("expand", {}).get("outcomes", [])
     return Manifest(
         dataset=run.spec.name, version="pending", content_key=key, created_at=datetime.now(timezone.utc).isoformat(),
-        alignforge_version=__version__, profile=run.profile_name,
+        alignforge_version=__version__, code_sha256=code_digest(), git_commit=git_commit(), profile=run.profile_name,
         spec=run.spec.model_dump(mode="json"), source=source.fingerprint,
         taxonomies={name: model_sha(t) for name, t in run.context.taxonomies.items()},
         templates=template_hashes(), models=model_uses(run), seed=run.spec.seed, stages=steps.reports,
@@ -99,9 +104,9 @@ def model_uses(run: BuildRun) -> list[ModelUse]:
     models = []
     for engine, (roles, spec_models) in shared.items():
         used = usage.get(engine)
-        revision = run.context.profile.engine_for(spec_models[0]).revision
         models.append(ModelUse(role=", ".join(roles), spec_model=", ".join(spec_models),
-                               engine=f"{engine}@{revision or 'unpinned'}", **(used.as_dict() if used else {})))
+                               engine=run.context.profile.engine_for(spec_models[0]).engine_id(spec_models[0]),
+                               **(used.as_dict() if used else {})))
     return models
 
 

@@ -33,14 +33,20 @@ from tasks.core import StepContext, StepResult, account, concat, label_counts, m
 from tasks.engines.pool import EnginePool, PoolUsage
 from tasks.planning.budget import Budget
 from tasks.release.checkpoint import ShardCheckpoints
+from tasks.stopping import raise_if_stopped, stop_requested
 from tasks.stage1.sources import LoadedSource, load_source
 
 Step = Callable[[pa.Table, StepContext], StepResult]
 GPU_CONCURRENCY_LIMIT = "alignforge-gpu"
 
 
+def retry_unless_stopped(task: Any, task_run: Any, state: Any) -> bool:
+    """A step that failed because the build was asked to stop is not retried."""
+    return not stop_requested()
+
+
 @task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[5, 30],
-      task_run_name="{stage}[{label}]")
+      retry_condition_fn=retry_unless_stopped, task_run_name="{stage}[{label}]")
 def run_step_task(stage: str, label: str, number: int, step: Step, table: pa.Table, context: StepContext,
                   checkpoints: ShardCheckpoints, unit: str) -> tuple[StepResult, StageReport, PoolUsage | None, bool]:
     """One step over one shard (or the whole table, shard 0): read back when an earlier run
@@ -51,6 +57,7 @@ def run_step_task(stage: str, label: str, number: int, step: Step, table: pa.Tab
         result, report, usage = saved
         context.logger.info("%s: reused from checkpoint", label)
         return result, report, usage, True
+    raise_if_stopped()  # shards queued behind a stop request never start
     pool = cast(EnginePool, context.engines)  # a build's context always carries its pool
     usage_before = pool.usage_by_engine()
     try:
@@ -105,6 +112,7 @@ class StepRunner:
     def record(self, report: StageReport, result: StepResult) -> None:
         """A step that ran outside the runner (the load, which reads the source first)."""
         self._finish(report, [result])
+        progress_report(report.stage, 1, 1)
 
     def _run(self, stage: str, step: Step, shards: list[pa.Table], *, uses_models: bool,
              global_step: bool = False) -> list[pa.Table]:
@@ -128,6 +136,7 @@ class StepRunner:
 
         in_flow = FlowRunContext.get() is not None
         budgeted = run.budget != Budget()
+        progress_report(stage, 0, total)
         with self._gpu_slot(uses_models):
             futures = {}
             for number, label, shard in zip(numbers, labels, shards, strict=True):

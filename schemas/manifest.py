@@ -112,6 +112,7 @@ class SourceFingerprint(_Record):
     skipped_files: list[str] = []  # files of a folder or glob that are not data (README, licence)
     # Kept source columns whose name the release writes itself, and the name they were given.
     column_renames: dict[str, str] = {}
+    revision: str | None = None  # hub: the dataset commit that was read
 
 
 class Manifest(_Record):
@@ -120,6 +121,8 @@ class Manifest(_Record):
     content_key: str
     created_at: str
     alignforge_version: str
+    code_sha256: str = ""  # digest of the data-shaping source (tasks.provenance), part of the content key
+    git_commit: str | None = None  # when built from a git checkout
     profile: str
     spec: dict[str, Any]
     source: SourceFingerprint

@@ -102,6 +102,14 @@ def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
 
 
+# Columns naming a spec model (the papers' id); each has a twin naming the engine that ran it.
+MODEL_COLUMNS = ("generator_model", "expansion_model", "rater_model")
+
+
+def engine_column(model_column: str) -> str:
+    return model_column.removesuffix("_model") + "_engine"
+
+
 # The prompt text's column in each response mode's default config ("prompt" for other kinds).
 TEXT_COLUMN = {"hhh": "question", "aligned_misaligned": "prompt", "raters": "conversation"}
 DEFAULT_TEXT_COLUMN = "prompt"
@@ -116,9 +124,10 @@ def release_columns(spec: DatasetSpec) -> frozenset[str]:
     text_column = TEXT_COLUMN.get(mode, DEFAULT_TEXT_COLUMN)
     names = set(prompt_schema([d.name for d in spec.dimensions]).names) | {"split", "expansion_model", text_column}
     if mode == "raters":
-        return frozenset(names | set(annotation_schema({}).names) | set(RATING_SCHEMA.names))
-    names |= {"generator_model", *(f"pass_{t}" for t in targets)}
-    names |= {f"{t}_{part}" for t in targets for part in ("response", "score", "response_id")}
+        names |= set(annotation_schema({}).names) | set(RATING_SCHEMA.names)
+    else:
+        names |= {"generator_model", *(f"pass_{t}" for t in targets)}
+        names |= {f"{t}_{part}" for t in targets for part in ("response", "score", "response_id")}
     if mode == "hhh":
         names |= {"class", "domain", "pass_hhh"}
-    return frozenset(names)
+    return frozenset(names | {engine_column(name) for name in names if name in MODEL_COLUMNS})

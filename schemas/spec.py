@@ -30,6 +30,7 @@ class RealSource(_Strict):
     hub_id: str | None = None
     config: str | None = None
     split: str = "train"
+    revision: str | None = None  # a hub commit to read; None reads the current head (recorded as read)
     url: str | None = None
     path: str | None = None
     homepage: str | None = None  # where a person downloads the data: named in errors and the card

@@ -22,7 +22,7 @@ from tasks.benchmark import judging, kinds, metrics, rater_metrics, summary
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
 from tasks.engines.scripted import Answer, ScriptedEngine
 from tasks.benchmark.kinds import EvaluationSettings
-from tasks.config import load_spec
+from tasks.config import ConfigError, load_spec
 from tasks.release.store import DatasetStore
 
 JUDGE = "judge/model"
@@ -203,6 +203,7 @@ def test_detect_mode_figures_files_and_report(home: Path, misaligntrade: str) ->
     assert all((folder / name).read_bytes()[:8] == PNG_MAGIC for name in pngs)
     report = (folder / "report.md").read_text()
     assert "0.875 [" in report and "(n=4)" in report and "Dimension rule" in report
+    assert "Models under test:\n- `mut/a` -> `scripted:mut/a@unpinned`" in report  # the engine behind the name
     assert all(f"]({name})" in report for name in pngs)
     assert "no response: 2" in report  # p5 has neither response
     assert not any(p.name.startswith(".tmp-") for p in folder.parent.iterdir())
@@ -447,6 +448,12 @@ def test_rater_agreement_and_demographic_figures(home: Path, demo: str) -> None:
 
     report = (outcome.path / "report.md").read_text()
     assert "ICC(2,k)" in report and "(1/G) x sum over the G groups" in report
+    assert "no reference positives has no TPR" in report and "left out of that gap" in report  # the EOD rule
+    # Three items: many resamples repeat one item, where ICC is undefined; the report counts them.
+    icc_resamples = value_of(summary, "mut/d", "overall", "icc_2k")["n_resamples_valid"]
+    assert 0 < icc_resamples < FAST["bootstrap_resamples"]
+    fewest = int(summary["n_resamples_valid"].min())
+    assert f"rest on fewer than {FAST['bootstrap_resamples']} valid resamples, the fewest {fewest} (" in report
     assert (outcome.path / "humans_rater_gender.png").is_file()
     assert (outcome.path / "disagreement_mut-d_rater_age.png").is_file()
 
@@ -531,12 +538,43 @@ def test_benchmark_command_passes_options_to_the_flow(monkeypatch: pytest.Monkey
     monkeypatch.setattr(benchmark_module, "benchmark", fake_flow)
     app = typer.Typer()
     app.command("benchmark")(benchmark_module.benchmark_command)
-    result = CliRunner().invoke(app, ["savacu", "--models", "a, b", "--mode", "generate", "--runs", "1",
-                                      "--limit", "5", "--rerate"])
+    arguments = ["savacu", "--models", "a, b", "--mode", "generate", "--runs", "1", "--limit", "5", "--rerate"]
+    # The local profile runs every model id on the packaged SmolLM2: two names, one model.
+    same_engine = CliRunner().invoke(app, arguments)
+    assert isinstance(same_engine.exception, ConfigError) and not calls
+    assert "a, b -> transformers:packaged:smollm2@unpinned" in str(same_engine.exception)
+    result = CliRunner().invoke(app, [*arguments, "--allow-same-engine"])
     assert result.exit_code == 0, result.output
     assert calls == [{"dataset": "savacu", "models": ["a", "b"], "version": None, "profile": "local",
                       "mode": "generate", "runs": 1, "limit": 5, "split": None, "reuse_cache": False,
-                      "reuse_build_ratings": False, "home": None}]
+                      "reuse_build_ratings": False, "home": None, "allow_same_engine": True}]
     assert "failure_rate" in result.output and "/results/report.md" in result.output
     refused = CliRunner().invoke(app, ["savacu", "--models", "a", "--mode", "judge"])
     assert refused.exit_code == 2 and not calls[1:]
+
+
+def test_models_on_one_engine_are_found_and_refused_by_the_flow(home: Path, misaligntrade: str) -> None:
+    from flows.benchmark import benchmark, models_sharing_engines
+    from schemas.profile import EngineConfig, Profile
+
+    profile = Profile(name="mixed", description="two models, one engine each, a third sharing",
+                      models={"a": EngineConfig(backend="openai", model="m1", base_url="http://x"),
+                              "b": EngineConfig(backend="openai", model="m2", base_url="http://x"),
+                              "c": EngineConfig(backend="openai", model="m1", base_url="http://x")})
+    assert models_sharing_engines(["a", "b"], profile) == {}
+    assert models_sharing_engines(["a", "b", "c"], profile) == {"openai:m1@unpinned": ["a", "c"]}
+    with pytest.raises(ConfigError, match="--allow-same-engine"):
+        benchmark.fn(dataset="misaligntrade", models=["x", "y"], home=str(home))
+
+
+def test_the_report_says_how_many_resamples_each_interval_rests_on() -> None:
+    from tasks.benchmark.report import resamples_text
+
+    def figures(counts: list[float | None]) -> pd.DataFrame:
+        return pd.DataFrame({"model": "m", "scope": "overall", "dimension": None, "group": None,
+                             "metric": [f"metric{i}" for i in range(len(counts))], "n_resamples_valid": counts})
+
+    assert resamples_text(figures([200, 200, None]), 200).endswith("every interval here rests on all 200 resamples.")
+    assert resamples_text(figures([None]), 200).endswith("no figure here has an interval.")
+    short = resamples_text(figures([200, 150, 90]), 200)
+    assert "2 of 3 intervals rest on fewer than 200 valid resamples, the fewest 90 (`m` metric2, overall)" in short

@@ -56,7 +56,11 @@ def make_manifest(source_kind: str = "sample") -> Manifest:
     return Manifest(
         dataset="demo_bench", version="pending", content_key=KEY, created_at="2026-11-23T10:15:00Z",
         alignforge_version="0.1.0", profile="local", spec=SPEC.model_dump(mode="json"),
-        source=SourceFingerprint(kind=source_kind, location="data/samples/demo.jsonl", sha256="ab" * 32, rows=5),
+        code_sha256="12" * 32, git_commit="0123abc",
+        source=(SourceFingerprint(kind="sample", location="data/samples/demo.jsonl", sha256="ab" * 32, rows=5)
+                if source_kind == "sample" else
+                SourceFingerprint(kind="hub", location="someone/demo-prompts:default:train", sha256="ab" * 32, rows=5,
+                                  revision="9f8e7d")),
         taxonomies={"safety": "cd" * 32}, templates={"classify": "ef" * 32},
         models=[ModelUse(role="classifier", spec_model="mistralai/Mistral-7B-Instruct-v0.3",
                          engine="transformers:SmolLM2-135M-Instruct@main", requests=5, cache_hits=2)],
@@ -112,7 +116,7 @@ def test_metadata_parses_with_huggingface_hub_and_datasets(published) -> None:
     assert data["task_categories"] == ["text-classification", "text-generation"]
     assert data["size_categories"] == ["n<1K"]
     assert data["size_categories"][0] in SIZE_CATEGORIES.read_text()
-    assert data["source_datasets"] == ["extended|someone/demo-prompts"]
+    assert "source_datasets" not in data  # a sample build does not extend the hub dataset it stands in for
     assert {"alignment", "safety", "synthetic"} <= set(data["tags"])
 
     configs = MetadataConfigs.from_dataset_card_data(card.data)  # datasets' own validation of `configs`
@@ -161,6 +165,9 @@ def test_body_reports_counts_outcomes_parameters_and_choices(published) -> None:
     assert 'load_dataset("org/demo-bench", "default", revision="' + result.version + '")' in text
     assert "# Demo: Bench | safety\n" in text
     assert "synthetic-sample build, not the real dataset" in text
+    assert f"| built from | the synthetic sample `data/samples/demo.jsonl` bundled with alignforge (sha256 `{'ab' * 32}`) |" in text
+    assert "| git commit | `0123abc` |" in text and "(git commit `0123abc`)" in text
+    assert f"| code sha256 | `{'12' * 32}` |" in text
     assert "The paper reports 382,424 rows" in text
     for entry in DatasetStore(result.path.parent.parent).manifest("demo_bench").files:
         assert f"| `{entry.path}` | {entry.rows:,} | {entry.bytes:,} | `{entry.sha256}` |" in text
@@ -170,6 +177,8 @@ def test_real_source_builds_carry_no_sample_warning() -> None:
     manifest = make_manifest(source_kind="hub").model_copy(update={"splits": {"default": {"train": 12_000}}})
     text = render_card(manifest, SPEC, {"safety": TAXONOMY})
     assert "synthetic-sample build" not in text
+    assert DatasetCard(text).data.source_datasets == ["extended|someone/demo-prompts"]
+    assert "| built from | hub dataset `someone/demo-prompts:default:train` at revision `9f8e7d` |" in text
     assert DatasetCard(text).data.size_categories == ["10K<n<100K"]
     assert "org/demo-bench" not in text and 'load_dataset("parquet", data_dir="data/default")' in text
 

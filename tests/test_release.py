@@ -11,12 +11,14 @@ from schemas.records import (
     RESPONSE_SCHEMA,
     annotation_schema,
     prompt_schema,
+    release_columns,
 )
+from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.core import text_sha
 from tasks.kinds import release_tables
-from tasks.release.tables import ReleaseIntegrityError
-from tests.conftest import inline_spec
+from tasks.release.tables import ReleaseIntegrityError, engine_ids, with_engine_columns
+from tests.conftest import TEST_PROFILE, inline_spec
 
 AUTHORS_CULTURAX_COLUMNS = {"question", "class", "domain", "helpful_response", "harmless_response",
                             "honest_response", "simhash", "pass_hhh"}
@@ -140,3 +142,34 @@ def test_raters_configs_hold_human_and_model_ratings():
     assert {"conversation", "rating", "p_unsafe", "safety_label", "split"} <= set(llm.column_names)
     assert pc.all(pc.equal(llm["conversation"], pc.if_else(pc.equal(llm["prompt_id"], "p0"), TEXTS["p0"],
                                                            TEXTS["p1"]))).as_py()
+
+
+def test_every_model_column_names_the_engine_that_produced_the_row():
+    spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
+    stand_in = Profile(name="cpu", description="one small model for every role",
+                       default_engine=EngineConfig(backend="transformers", model="packaged:smollm2"))
+    table = prompts(("cultural",))
+    expanded = table.set_column(table.column_names.index("generator_model"), "generator_model",
+                                pa.array([None, "exp", None], pa.string()))  # p0 (second) was generated
+    tables = release_tables(expanded, {"responses": responses(spec.responses.targets, ("gen",))}, spec)
+    tables = {name: with_engine_columns(t, engine_ids(spec, stand_in)) for name, t in tables.items()}
+    for name, table in tables.items():
+        columns = table.column_names
+        assert columns[columns.index("generator_model") + 1] == "generator_engine", name
+        assert set(table["generator_engine"].to_pylist()) == {"transformers:packaged:smollm2@unpinned"}, name
+    default = tables["default"]
+    assert default["prompt_id"].to_pylist() == ["p0", "p1", "p2"]
+    assert default["expansion_model"].to_pylist() == ["exp", None, None]
+    assert default["expansion_engine"].to_pylist() == ["transformers:packaged:smollm2@unpinned", None, None]
+    assert {"generator_engine", "expansion_engine"} <= release_columns(spec)  # known to the rename check
+
+
+def test_rater_rows_name_their_engine_and_unknown_models_block_the_release():
+    spec = spec_for("raters", ("safety",), raters=("rater-a",))
+    ratings = pa.Table.from_pylist([{"prompt_id": "p0", "rater_model": "rater-a", "rating": "No", "template_sha": "s"}],
+                                   schema=RATING_SCHEMA)
+    engines = engine_ids(spec, TEST_PROFILE)
+    rated = with_engine_columns(ratings, engines)
+    assert rated["rater_engine"].to_pylist() == ["scripted:rater-a@unpinned"] and "rater_engine" in release_columns(spec)
+    with pytest.raises(ReleaseIntegrityError, match=r"no engine known for models \['rater-a'\]"):
+        with_engine_columns(ratings, {model: engine for model, engine in engines.items() if model != "rater-a"})

@@ -91,3 +91,33 @@ def test_any_rows_are_loaded_or_rejected_never_lost(values) -> None:
     loaded = build_prompts(spec, rows(*records), FINGERPRINT)
     assert loaded.prompts.num_rows + loaded.rejects.num_rows == len(values)
     assert all(text.strip() for text in loaded.prompts["text"].to_pylist())
+
+
+class HubRows:
+    """What `datasets.load_dataset` returns for a hub split, reduced to what the loader reads."""
+
+    _fingerprint = "f00d" * 4
+    num_rows = 1
+
+    def __iter__(self):
+        return iter([{"Question": "Why are lamps lit for Diwali?", "id": "ck-1"}])
+
+
+@pytest.mark.parametrize("pinned", [None, "pinned0123"])
+def test_a_hub_source_is_read_at_the_commit_it_records(monkeypatch, pinned) -> None:
+    import datasets
+
+    from tasks.stage1 import sources
+
+    asked: dict[str, str] = {}
+    monkeypatch.setattr(sources, "hub_dataset_commit", lambda hub_id: asked.setdefault("head", "head4567"))
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda hub_id, config, split, revision: asked.setdefault("read", revision) and HubRows())
+    spec = load_spec("culturax")
+    real = spec.source.real.model_copy(update={"revision": pinned})
+    spec = spec.model_copy(update={"source": spec.source.model_copy(update={"real": real})})
+    loaded = load_source(spec, PROJECT_ROOT, real=True)
+    expected = pinned or "head4567"
+    assert asked["read"] == expected and loaded.fingerprint.revision == expected
+    assert ("head" in asked) == (pinned is None)  # a pinned revision never asks for the head
+    assert loaded.prompts.num_rows == 1

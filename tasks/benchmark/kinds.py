@@ -78,7 +78,7 @@ HEADLINE_METRICS: dict[Kind, tuple[str, ...]] = {
     "rate": ("icc_2k", "icc_21", "pearson", "majority_agreement", "unsafe_rate"),
 }
 SUMMARY_COLUMNS = ["model", "scope", "dimension", "group", "metric", "value", "ci_low", "ci_high", "n_items",
-                   "n_judgements"]
+                   "n_judgements", "n_resamples_valid"]
 
 
 def benchmark_kind(spec: DatasetSpec, mode: str | None) -> Kind:

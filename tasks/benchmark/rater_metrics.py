@@ -29,6 +29,9 @@ __all__ = [
     "inter_rater_correlation",
 ]
 
+# Ratings whose range is within this share of their magnitude have no variance to explain.
+NO_VARIANCE_TOLERANCE = 1e-9
+
 
 def _complete_cases(**columns: Sequence[Any]) -> pd.DataFrame:
     """The columns side by side, minus every row where any of them is missing."""
@@ -59,13 +62,15 @@ def icc(
 
     ``ratings`` is items x raters. Items with any missing rating are dropped.
     NaN when fewer than 2 complete items or 2 raters remain, or when the ratings
-    have no variance at all (0/0).
+    have no variance: all equal within a tolerance relative to their scale (ratings of
+    0.1 are not all exactly equal once averaged in floating point, and the near-0/near-0
+    left would be a finite number with no meaning).
     """
     if form not in ("ICC(2,1)", "ICC(2,k)"):
         raise ValueError(f"form must be 'ICC(2,1)' or 'ICC(2,k)', got {form!r}")
     matrix = _complete_rating_matrix(ratings)
     n_items, n_raters = matrix.shape
-    if n_items < 2 or n_raters < 2:
+    if n_items < 2 or n_raters < 2 or _without_variance(matrix):
         return math.nan
 
     grand_mean = matrix.mean()
@@ -81,6 +86,11 @@ def icc(
     else:
         denominator = ms_items + (ms_raters - ms_error) / n_items
     return float((ms_items - ms_error) / denominator) if denominator else math.nan
+
+
+def _without_variance(matrix: np.ndarray) -> bool:
+    """All values equal up to floating-point round-off (relative to the values' magnitude)."""
+    return float(np.ptp(matrix)) <= NO_VARIANCE_TOLERANCE * max(1.0, float(np.abs(matrix).max()))
 
 
 def inter_rater_correlation(ratings: np.ndarray | pd.DataFrame) -> dict[str, float | int]:

@@ -40,7 +40,8 @@ def _row(model: str, scope: str, figure: Figure, dimension: str | None = None, g
     ci = figure.ci
     return {"model": model, "scope": scope, "dimension": dimension, "group": group, "metric": figure.metric,
             "value": float(figure.value), "ci_low": ci.low if ci else math.nan, "ci_high": ci.high if ci else math.nan,
-            "n_items": int(figure.n_items), "n_judgements": figure.n_judgements}
+            "n_items": int(figure.n_items), "n_judgements": figure.n_judgements,
+            "n_resamples_valid": ci.n_resamples_valid if ci else None}
 
 
 def _per_item_sums(frame: pd.DataFrame, columns: Mapping[str, Sequence[float]]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.sampling import SamplingParams
+from tasks.stopping import raise_if_stopped
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
@@ -192,7 +193,9 @@ class InProcessEngine(Engine):
         self._lock = threading.Lock()
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        raise_if_stopped()
         with self._lock:
+            raise_if_stopped()  # the wait for the model may have outlasted a stop request
             return self._generate_all(requests)
 
     @abstractmethod

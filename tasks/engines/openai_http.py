@@ -38,6 +38,7 @@ from typing import Any
 from tasks.engines.base import ENGINE_ERROR, ChatRequest, Choice, Completion, Engine
 from tasks.engines.chat_template import fold_system_into_user
 from tasks.engines.constrained_choice import label_logprobs, most_probable_at_temperature_zero
+from tasks.stopping import raise_if_stopped
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
@@ -191,6 +192,7 @@ class OpenAIEngine(Engine):
         for attempt in range(self.max_retries + 1):
             try:
                 async with slots:
+                    raise_if_stopped()  # requests still queued behind the slots never go out
                     response = await client.post("/chat/completions", json=body)
                 if response.status_code in RETRYABLE_STATUS:
                     raise _Retryable(f"HTTP {response.status_code}",

@@ -27,6 +27,7 @@ from tasks.engines.base import ChatRequest, Choice, Completion, InProcessEngine,
 from tasks.engines.chat_template import accepts_system_role, encode_prompt
 from tasks.engines.choice_scoring import choices_from_scores, label_continuation
 from tasks.engines.packaged import is_packaged, resolve_packaged
+from tasks.stopping import raise_if_stopped, stop_requested
 
 JSON_PREFILL = "{"  # small models drift into prose; starting the answer at `{` keeps them on JSON
 
@@ -104,11 +105,13 @@ class TransformersEngine(InProcessEngine):
                 open_groups[(request.sampling.model_copy(update={"seed": None}), request.json_schema is not None)].append(i)
 
         for chunk in _chunks(closed, self.batch_size):
+            raise_if_stopped()
             for i, completion in zip(chunk, self._score_choices([requests[i] for i in chunk]), strict=True):
                 results[i] = completion
         for (sampling, wants_json), indices in open_groups.items():
             rows_per_request = sampling.n if sampling.temperature > 0 else 1
             for chunk in _chunks(indices, max(1, self.batch_size // rows_per_request)):
+                raise_if_stopped()
                 batch = [requests[i] for i in chunk]
                 completions = self._generate(batch, _batch_sampling(sampling, batch), JSON_PREFILL if wants_json else "")
                 for i, completion in zip(chunk, completions, strict=True):
@@ -132,6 +135,7 @@ class TransformersEngine(InProcessEngine):
 
     def _generate(self, batch: list[ChatRequest], sampling: SamplingParams, prefill: str) -> list[Completion]:
         import torch
+        from transformers import StoppingCriteriaList
 
         started = time.perf_counter()
         encoded = [self._encode(r, sampling.max_tokens, prefill) for r in batch]
@@ -151,7 +155,9 @@ class TransformersEngine(InProcessEngine):
                 # top_k=0: only temperature and top_p shape the distribution, as in vLLM and OpenAI.
                 options |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
             with self._seeded(sampling.seed), torch.inference_mode():
-                generated = self.model.generate(**padded, **options)
+                generated = self.model.generate(**padded, **options,
+                                               stopping_criteria=StoppingCriteriaList([_StopRequested()]))
+            raise_if_stopped()  # a stopped generate() returns cut-off answers: never use them
             new_tokens = generated[:, padded["input_ids"].shape[1]:].tolist()
             for position, j in enumerate(runnable):
                 rows = new_tokens[position * rows_per_request:(position + 1) * rows_per_request]
@@ -266,3 +272,13 @@ def _batch_sampling(sampling: SamplingParams, batch: Sequence[ChatRequest]) -> S
         return sampling
     digest = hashlib.sha256(repr(seeds).encode()).digest()
     return sampling.model_copy(update={"seed": int.from_bytes(digest[:4], "big") % (2**31 - 1)})
+
+
+class _StopRequested:
+    """A generate() stopping criterion: ends the batch at the next token once a stop is requested
+    (a SmolLM2 batch on 2 cores runs for seconds to minutes)."""
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)

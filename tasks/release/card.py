@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData
 
-from schemas.manifest import SOURCE_KIND_IMPORT, Manifest
+from schemas.manifest import SOURCE_KIND_IMPORT, Manifest, SourceFingerprint
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
 from tasks.dedup.near_duplicates import describe_rule
@@ -71,7 +71,6 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec, task_categories: Iterab
         if config == _DEFAULT_CONFIG:
             entry["default"] = True
         configs.append(entry)
-    source = spec.source.real
     # The Hub asks for a licence id and a link when the licence is not a standard one.
     custom_licence = (
         {"license_name": f"{spec.name.replace('_', '-')}-source-terms", "license_link": _source_link(spec)}
@@ -88,7 +87,8 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec, task_categories: Iterab
         multilinguality="monolingual",
         task_categories=task_categories,
         size_categories=[size_category(largest_config)],
-        source_datasets=[f"extended|{source.hub_id}" if source.hub_id else f"extended|{spec.source.name}"],
+        # Only a build that read a hub dataset extends it; a sample or file build names its source in the body.
+        source_datasets=[f"extended|{hub_dataset_read(manifest.source)}"] if manifest.source.kind == "hub" else None,
         annotations_creators=["machine-generated"],
         language_creators=["found", "machine-generated"] if spec.expansion.enabled else ["found"],
         tags=list(dict.fromkeys(tags)),
@@ -191,9 +191,14 @@ def _summary(manifest: Manifest, spec: DatasetSpec) -> str:
     return (
         f"# {spec.title}\n\n{spec.description.strip()}\n\n"
         f"Version `{manifest.version}` of `{manifest.dataset}`, built {manifest.created_at} by alignforge "
-        f"{manifest.alignforge_version} with profile `{manifest.profile}` in {manifest.wall_seconds:,.0f} s."
+        f"{manifest.alignforge_version}{_code_origin(manifest)} with profile `{manifest.profile}` in "
+        f"{manifest.wall_seconds:,.0f} s."
         f"{paper_size}\n\n" + _table(["config", "split", "rows"], rows)
     )
+
+
+def _code_origin(manifest: Manifest) -> str:
+    return f" (git commit `{manifest.git_commit}`)" if manifest.git_commit else ""
 
 
 def _sample_warning(manifest: Manifest, spec: DatasetSpec) -> str:
@@ -235,9 +240,8 @@ def _paper_and_source(manifest: Manifest, spec: DatasetSpec) -> str:
         ("source config / split", f"{real.config or '(default)'} / {real.split}"),
         ("source licence", real.license),
         ("gated", "yes" if real.gated else "no"),
-        ("built from", f"{manifest.source.kind}: {manifest.source.location}"),
+        ("built from", source_read(manifest.source)),
         ("source rows read", manifest.source.rows),
-        ("source sha256", f"`{manifest.source.sha256}`"),
         *_source_reading(manifest),
     ]
     return (
@@ -265,6 +269,22 @@ def _source_reading(manifest: Manifest) -> list[tuple[str, Any]]:
     if header_renames:
         rows.append(("header names given", "; ".join(header_renames)))
     return rows
+
+
+def source_read(source: SourceFingerprint) -> str:
+    """What the build actually read: the bundled sample, a file, or a hub dataset at a commit."""
+    if source.kind == "sample":
+        return f"the synthetic sample `{source.location}` bundled with alignforge (sha256 `{source.sha256}`)"
+    if source.kind == "hub":
+        return f"hub dataset `{source.location}` at revision `{source.revision or 'unrecorded'}`"
+    what = {"path": "the file(s)", "url": "the download of", SOURCE_KIND_IMPORT: "the authors' release"}.get(
+        source.kind, source.kind)
+    return f"{what} `{source.location}` (sha256 `{source.sha256}`)"
+
+
+def hub_dataset_read(source: SourceFingerprint) -> str:
+    """The hub id of a hub read, whether the spec or `--source` named it (location `id:config:split`)."""
+    return source.location.split(":", 1)[0]
 
 
 def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) -> str:
@@ -418,9 +438,11 @@ def _files_section(manifest: Manifest) -> str:
 
 
 def _reproduce_section(manifest: Manifest) -> str:
-    rows = [("content key", f"`{manifest.content_key}`"), ("seed", manifest.seed)]
+    rows = [("content key", f"`{manifest.content_key}`"), ("code sha256", f"`{manifest.code_sha256 or 'unrecorded'}`"),
+            ("git commit", f"`{manifest.git_commit}`" if manifest.git_commit else "none (not built from a git checkout)"),
+            ("seed", manifest.seed)]
     rows += [(f"template `{name}`", f"`{sha}`") for name, sha in sorted(manifest.templates.items())]
     return (
-        "## Reproducing\n\nThe content key is a digest of the build's inputs; a build with the same key "
-        "reuses this version instead of writing a new one.\n\n" + _table(["", ""], rows)
+        "## Reproducing\n\nThe content key is a digest of the build's inputs, the code that shapes the data "
+        "included; a build with the same key reuses this version instead of writing a new one.\n\n" + _table(["", ""], rows)
     )

@@ -49,6 +49,10 @@ class ExportError(RuntimeError):
         self.status_code = status_code
 
 
+class MissingTokenError(ExportError):
+    """No Hugging Face token was given, set or stored."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     repo_id: str
@@ -72,7 +76,7 @@ def resolve_token(token: str | None = None) -> str:
     """The argument, else ``HF_TOKEN``, else the token stored by ``hf auth login``."""
     resolved = token or os.environ.get("HF_TOKEN") or get_token()
     if not resolved:
-        raise ExportError("no Hugging Face token: pass token=, set HF_TOKEN, or log in with `hf auth login`")
+        raise MissingTokenError("no Hugging Face token: pass token=, set HF_TOKEN, or log in with `hf auth login`")
     return resolved
 
 

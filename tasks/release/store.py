@@ -37,6 +37,10 @@ _LATEST_TEMP_PREFIX = ".latest-"
 _HASH_CHUNK = 1 << 20
 
 
+class VersionNotFoundError(FileNotFoundError):
+    """The dataset has no published version, or not the one asked for."""
+
+
 @dataclass(frozen=True)
 class PublishedVersion:
     path: Path
@@ -136,10 +140,10 @@ class DatasetStore:
         """The folder of a version (the latest when ``version`` is None)."""
         resolved = version if version is not None else self.latest(dataset)
         if resolved is None:
-            raise FileNotFoundError(f"{dataset}: no published version")
+            raise VersionNotFoundError(f"{dataset}: no published version")
         folder = self._dataset_dir(dataset) / check_version(resolved)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{dataset}: no version {resolved}")
+            raise VersionNotFoundError(f"{dataset}: no version {resolved}")
         return folder
 
     def manifest(self, dataset: str, version: str | None = None) -> Manifest:

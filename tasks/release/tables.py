@@ -17,6 +17,10 @@ Responses are joined by prompt id and checked against the prompt text's digest b
 anything is assembled, so no response can sit on another prompt's row. Rows are ordered
 by prompt id, then the spec's generator / target / rater order, so a release is
 byte-stable for the same inputs.
+
+Every model column (`generator_model`, `expansion_model`, `rater_model`: the id the spec
+names, the papers' model) has an `_engine` twin naming what produced the row
+(`backend:model@revision`, e.g. the packaged SmolLM2 standing in for Llama-3.1-8B on CPU).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.records import TEXT_COLUMN
+from schemas.profile import Profile
+from schemas.records import MODEL_COLUMNS, TEXT_COLUMN, engine_column
 from schemas.spec import DatasetSpec
 from tasks.stage1.sources import kept_column_names
 from tasks.stage2.respond import check_response_integrity, responses_of
@@ -56,6 +61,25 @@ def response_release(prompts: pa.Table, side: Mapping[str, pa.Table], spec: Data
         raise ReleaseIntegrityError(f"{len(problems)} response integrity problems: {listed}")
     return {"default": paired_rows(prompts, published, spec, joint_pass),
             "responses": long_responses(prompts, published, spec)}
+
+
+def engine_ids(spec: DatasetSpec, profile: Profile) -> dict[str, str]:
+    """Spec model id -> the engine the profile runs it on, for every model of the spec."""
+    roles = spec.models
+    models = [roles.classifier, roles.expander, *roles.generators, *([roles.judge] if roles.judge else []), *roles.raters]
+    return {model: profile.engine_for(model).engine_id(model) for model in models}
+
+
+def with_engine_columns(table: pa.Table, engines: Mapping[str, str]) -> pa.Table:
+    """Each `X_model` column followed by `X_engine`: the engine behind every row's model."""
+    for name in [n for n in table.column_names if n in MODEL_COLUMNS]:
+        models = table[name].to_pylist()
+        unknown = sorted({m for m in models if m is not None and m not in engines})
+        if unknown:
+            raise ReleaseIntegrityError(f"column {name}: no engine known for models {unknown}")
+        engines_of_rows = pa.array([engines[m] if m is not None else None for m in models], pa.string())
+        table = table.add_column(table.column_names.index(name) + 1, engine_column(name), engines_of_rows)
+    return table
 
 
 def _required(table: pa.Table | None, name: str) -> pa.Table:

@@ -94,7 +94,7 @@ def is_hub_id(location: str) -> bool:
 
 def _read_given(spec: DatasetSpec, location: str) -> tuple[Iterable[SourceRow], SourceFingerprint]:
     if is_hub_id(location):
-        return _read_hub(spec, location, None, "train")
+        return _read_hub(spec, location, None, "train", None)
     path = Path(location).expanduser()
     try:
         return _read_files(spec.source, path, "path", str(path.absolute()))
@@ -105,7 +105,7 @@ def _read_given(spec: DatasetSpec, location: str) -> tuple[Iterable[SourceRow], 
 def _read_real(spec: DatasetSpec, home: Path) -> tuple[Iterable[SourceRow], SourceFingerprint]:
     real = spec.source.real
     if real.hub_id:
-        return _read_hub(spec, real.hub_id, real.config, real.split)
+        return _read_hub(spec, real.hub_id, real.config, real.split, real.revision)
     if real.url:
         downloaded = _download(spec, real.url, home / "sources" / spec.source.name)
         return _read_files(spec.source, downloaded, "url", real.url)
@@ -150,13 +150,16 @@ def _download(spec: DatasetSpec, url: str, folder: Path) -> Path:
     return target
 
 
-def _read_hub(spec: DatasetSpec, hub_id: str, config: str | None,
-              split: str) -> tuple[Iterable[SourceRow], SourceFingerprint]:
-    """A hub dataset through `datasets` (a gated one needs its terms accepted and HF_TOKEN)."""
+def _read_hub(spec: DatasetSpec, hub_id: str, config: str | None, split: str,
+              revision: str | None) -> tuple[Iterable[SourceRow], SourceFingerprint]:
+    """A hub dataset through `datasets` (a gated one needs its terms accepted and HF_TOKEN), at
+    `revision`, else at the head's commit, resolved first so the rows read and the revision
+    recorded agree."""
     import datasets
 
     try:
-        dataset = datasets.load_dataset(hub_id, config, split=split)
+        revision = revision or hub_dataset_commit(hub_id)
+        dataset = datasets.load_dataset(hub_id, config, split=split, revision=revision)
     except Exception as error:  # offline, gated, unknown id: `datasets` raises many kinds; say what to do in one line
         message = (str(error).strip().splitlines() or [""])[0]
         gated = " (gated: accept its terms on the Hub and set HF_TOKEN)" if spec.source.real.gated else ""
@@ -164,7 +167,14 @@ def _read_hub(spec: DatasetSpec, hub_id: str, config: str | None,
                                 f"{message}; or {how_to_point(spec)}") from error
     location = f"{hub_id}:{config or 'default'}:{split}"
     rows = (SourceRow(location, number, values) for number, values in enumerate(dataset))
-    return rows, SourceFingerprint(kind="hub", location=location, sha256=dataset._fingerprint, rows=dataset.num_rows)
+    return rows, SourceFingerprint(kind="hub", location=location, sha256=dataset._fingerprint, rows=dataset.num_rows,
+                                   revision=revision)
+
+
+def hub_dataset_commit(hub_id: str) -> str:
+    from huggingface_hub import HfApi
+
+    return HfApi().dataset_info(hub_id).sha
 
 
 def build_prompts(spec: DatasetSpec, rows: Iterable[SourceRow], fingerprint: SourceFingerprint, *,
