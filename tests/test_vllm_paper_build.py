@@ -161,7 +161,7 @@ def test_paper_shaped_build_on_vllm(vllm_server: str, build_env: dict[str, str],
         assert sum(split.num_rows for split in loaded.values()) > 0, config.name
 
     manifest = store.manifest(DATASET, version)
-    assert manifest.profile == "ci-vllm"
+    assert manifest.profile == str(profile_path)
     served = profile["models"][HTTP_RATER]["model"]
     engines = {use.engine.split("@")[0]: use for use in manifest.models}
     in_process, http = engines.get("vllm:packaged:smollm2"), engines.get(f"openai:{served}")
