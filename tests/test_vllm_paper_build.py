@@ -99,7 +99,8 @@ def wait_until_healthy(server: subprocess.Popen, base_url: str, log: Path) -> No
 @pytest.fixture(scope="module")
 def build_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("vllm-paper-build")
-    return {**os.environ, "ALIGNFORGE_HOME": str(root / "home"), "PREFECT_HOME": str(root / "prefect"),
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}  # no outside API
+    return {**inherited, "ALIGNFORGE_HOME": str(root / "home"), "PREFECT_HOME": str(root / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # A fresh Prefect home migrates its database first: slower than Prefect's 20 s default here.
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
