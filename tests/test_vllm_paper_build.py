@@ -126,7 +126,8 @@ def vllm_server(build_env: dict[str, str], profile: dict, tmp_path_factory: pyte
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
                "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16"]
+               "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16",
+               "--gpu-memory-utilization", "0.25"]  # on a GPU, beside the profile's two in-process engines
     with process_group(command, log, build_env) as server:
         base_url = f"http://127.0.0.1:{port}"
         wait_until_healthy(server, base_url, log)
