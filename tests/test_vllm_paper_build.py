@@ -99,7 +99,8 @@ def wait_until_healthy(server: subprocess.Popen, base_url: str, log: Path) -> No
 @pytest.fixture(scope="module")
 def build_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("vllm-paper-build")
-    return {**os.environ, "ALIGNFORGE_HOME": str(root / "home"), "PREFECT_HOME": str(root / "prefect"),
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}  # no outside API
+    return {**inherited, "ALIGNFORGE_HOME": str(root / "home"), "PREFECT_HOME": str(root / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # A fresh Prefect home migrates its database first: slower than Prefect's 20 s default here.
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
@@ -125,7 +126,8 @@ def vllm_server(build_env: dict[str, str], profile: dict, tmp_path_factory: pyte
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
                "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port),
-               "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16"]
+               "--max-model-len", "2048", "--enforce-eager", "--dtype", "bfloat16",
+               "--gpu-memory-utilization", "0.25"]  # on a GPU, beside the profile's two in-process engines
     with process_group(command, log, build_env) as server:
         base_url = f"http://127.0.0.1:{port}"
         wait_until_healthy(server, base_url, log)
