@@ -105,3 +105,31 @@ def write_scripted_culturax(root: Path, engine: dict[str, Any] | None = None) ->
     spec["responses"]["filters"] = {"near_duplicate_tau": 0}
     (root / "culturax.yaml").write_text(yaml.safe_dump(spec))
     return {"profile": root / "scripted.yaml", "spec": root / "culturax.yaml", "root": root}
+
+
+PERMISSIVE_RESPONSE_FILTERS = {"min_words": 0, "max_prompt_echo": 1.0, "min_english_share": 0.0, "near_duplicate_tau": 0,
+                               "refusal_rejected_for": [], "reject_truncated": False}
+
+
+def write_tiny_culturax(root: Path, profile: dict[str, Any], *, require_labels: bool = True) -> dict[str, Path]:
+    """A CULTURAX spec and a profile on the tiny random model (built under `root`) with the
+    MiniLM classifier; `profile` holds its name and the knobs a test sets. Random weights
+    write nonsense, so the spec lets every response through its judge and filters."""
+    from tests.tiny_model import build_tiny_model
+
+    model = build_tiny_model(root / "tiny-model")
+    batch_size = profile.pop("batch_size", 16)
+    profile = {
+        "description": "tiny random model, MiniLM classifier", "source": "sample",
+        "default_engine": {"backend": "transformers", "model": str(model), "device": "cpu", "batch_size": batch_size},
+        "models": {"mistralai/Mistral-7B-Instruct-v0.3": {"backend": "embedding", "model": "packaged:minilm"}},
+        "judge_mode": "choice", **profile,
+    }
+    (root / f"{profile['name']}.yaml").write_text(yaml.safe_dump(profile))
+    spec = yaml.safe_load((DATA_DIR / "specs" / "culturax.yaml").read_text())
+    if not require_labels:
+        spec["classification"]["require_label"] = []
+    spec["responses"].update(judge_threshold=0.0, filters=PERMISSIVE_RESPONSE_FILTERS)
+    (root / "culturax.yaml").write_text(yaml.safe_dump(spec))
+    return {"spec": root / "culturax.yaml", "profile": root / f"{profile['name']}.yaml", "root": root}
+

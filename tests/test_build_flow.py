@@ -14,34 +14,19 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from flows.build import build_dataset
-from tasks.config import DATA_DIR
 from tasks.release.store import DatasetStore
 from tasks.stage1.measured_accuracy import load_measurements
-from tests.tiny_model import build_tiny_model
+from tests.conftest import write_tiny_culturax
 
 
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("build")
-    model = build_tiny_model(root / "tiny-model")
-    profile = {
-        "name": "tiny", "description": "tiny random model, MiniLM classifier", "source": "sample",
-        "default_engine": {"backend": "transformers", "model": str(model), "device": "cpu", "batch_size": 32},
-        "models": {"mistralai/Mistral-7B-Instruct-v0.3": {"backend": "embedding", "model": "packaged:minilm"}},
-        "expansion_target": 2, "max_expansion_rounds": 1, "candidates_per_target": 2, "max_response_tokens": 8,
-        "feedback_iterations": 1, "judge_mode": "choice", "classification_threshold": 0.2, "limit": 24,
-        "shard_size": 8,
-    }
-    (root / "tiny.yaml").write_text(yaml.safe_dump(profile))
-    spec = yaml.safe_load((DATA_DIR / "specs" / "culturax.yaml").read_text())
-    spec["responses"].update(judge_threshold=0.0, filters={
-        "min_words": 0, "max_prompt_echo": 1.0, "min_english_share": 0.0, "near_duplicate_tau": 0,
-        "refusal_rejected_for": [], "reject_truncated": False})
-    (root / "culturax.yaml").write_text(yaml.safe_dump(spec))
-    return {"profile": root / "tiny.yaml", "spec": root / "culturax.yaml"}
+    return write_tiny_culturax(tmp_path_factory.mktemp("build"), {
+        "name": "tiny", "batch_size": 32, "expansion_target": 2, "max_expansion_rounds": 1, "candidates_per_target": 2,
+        "max_response_tokens": 8, "feedback_iterations": 1, "classification_threshold": 0.2, "limit": 24,
+        "shard_size": 8})
 
 
 def test_build_publishes_a_loadable_version_whose_counts_add_up(prefect_harness, tiny_files, tmp_path) -> None:

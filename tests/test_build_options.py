@@ -8,36 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 import flows.build_run
 from flows.cli import app
-from tasks.config import DATA_DIR
 from tasks.provenance import code_digest, source_digest
 from tasks.release.store import DatasetStore
-from tests.tiny_model import build_tiny_model
+from tests.conftest import write_tiny_culturax
 
 
 @pytest.fixture(scope="module")
 def tiny_build(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("options")
-    model = build_tiny_model(root / "tiny-model")
-    profile = {
-        "name": "tiny", "description": "tiny random model, MiniLM classifier", "source": "sample",
-        "default_engine": {"backend": "transformers", "model": str(model), "device": "cpu", "batch_size": 16},
-        "models": {"mistralai/Mistral-7B-Instruct-v0.3": {"backend": "embedding", "model": "packaged:minilm"}},
-        "expansion_target": 0, "candidates_per_target": 1, "max_response_tokens": 4, "feedback_iterations": 0,
-        "judge_mode": "choice", "classification_threshold": 0.05, "limit": 6, "shard_size": 6,
-    }
-    (root / "tiny.yaml").write_text(yaml.safe_dump(profile))
-    spec = yaml.safe_load((DATA_DIR / "specs" / "culturax.yaml").read_text())
-    spec["classification"]["require_label"] = []
-    spec["responses"].update(judge_threshold=0.0, filters={
-        "min_words": 0, "max_prompt_echo": 1.0, "min_english_share": 0.0, "near_duplicate_tau": 0,
-        "refusal_rejected_for": [], "reject_truncated": False})
-    (root / "culturax.yaml").write_text(yaml.safe_dump(spec))
-    return {"spec": root / "culturax.yaml", "profile": root / "tiny.yaml"}
+    return write_tiny_culturax(tmp_path_factory.mktemp("options"), {
+        "name": "tiny", "expansion_target": 0, "candidates_per_target": 1, "max_response_tokens": 4,
+        "feedback_iterations": 0, "classification_threshold": 0.05, "limit": 6, "shard_size": 6,
+    }, require_labels=False)
 
 
 def build(files: dict[str, Path], home: Path, *options: str) -> dict:

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
-from tasks.config import CODE_ROOT, DATA_DIR
+from tasks.config import CODE_ROOT
 from tasks.release.store import DatasetStore
 from tasks.stopping import BuildStopped, clear_stop, raise_if_stopped, request_stop, stop_on_signals
-from tests.tiny_model import build_tiny_model
+from tests.conftest import write_tiny_culturax
 
 STOPPED_WITHIN_SECONDS = 30  # from the signal to the exit, Prefect's teardown included, on 2 busy cores
 
@@ -37,23 +36,11 @@ def no_stop_left_behind():
 
 @pytest.fixture(scope="module")
 def slow_build(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("stop")
-    model = build_tiny_model(root / "tiny-model")
-    profile = {
-        "name": "tiny-slow", "description": "tiny random model writing long answers", "source": "sample",
-        "default_engine": {"backend": "transformers", "model": str(model), "device": "cpu", "batch_size": 4},
-        "models": {"mistralai/Mistral-7B-Instruct-v0.3": {"backend": "embedding", "model": "packaged:minilm"}},
+    return write_tiny_culturax(tmp_path_factory.mktemp("stop"), {
+        "name": "tiny-slow", "description": "tiny random model writing long answers", "batch_size": 4,
         "expansion_target": 0, "candidates_per_target": 1, "max_response_tokens": 240, "feedback_iterations": 0,
-        "judge_mode": "choice", "classification_threshold": 0.05, "limit": 24, "shard_size": 2,
-    }
-    (root / "tiny-slow.yaml").write_text(yaml.safe_dump(profile))
-    spec = yaml.safe_load((DATA_DIR / "specs" / "culturax.yaml").read_text())
-    spec["classification"]["require_label"] = []
-    spec["responses"].update(judge_threshold=0.0, filters={
-        "min_words": 0, "max_prompt_echo": 1.0, "min_english_share": 0.0, "near_duplicate_tau": 0,
-        "refusal_rejected_for": [], "reject_truncated": False})
-    (root / "culturax.yaml").write_text(yaml.safe_dump(spec))
-    return {"spec": root / "culturax.yaml", "profile": root / "tiny-slow.yaml", "root": root}
+        "classification_threshold": 0.05, "limit": 24, "shard_size": 2,
+    }, require_labels=False)
 
 
 def start_cli_build(files: dict[str, Path], home: Path, prefect_home: Path) -> subprocess.Popen:
