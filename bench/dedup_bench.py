@@ -1,13 +1,24 @@
-"""Near-duplicate / leakage benchmark for ``tasks.dedup.simhash``.
+"""Near-duplicate / leakage benchmark (``tasks.dedup``) on a realistic planted corpus.
 
-    python -m bench.dedup_bench            # 400,000 prompts (a few minutes)
+    python -m bench.dedup_bench            # 400,000 prompts (several minutes on 2 cores)
     python -m bench.dedup_bench --quick    # tiny smoke run (seconds)
 
-Builds a seeded synthetic prompt corpus with planted near-duplicates (1-2 word edits) and
-exact copies, then reports fingerprint/index time, peak memory, planted-pair precision and
-recall, index recall against exact brute force, the ``simhash`` package (whole corpus) and
-datasketch MinHashLSH (a subset, extrapolated) in the same process, a scaling table and a
-held-out leakage check.  Results are printed and written to ``bench/results/dedup.json``.
+The corpus (``bench/near_duplicate_corpus.py``): 30,000 Zipf-ranked pseudo-words, prompts
+of 10-60 words, 10% 1-2-word edits and 2% exact copies of an original.  Reported:
+
+* the build's rule (``DedupSpec()``: fingerprints, candidates, word check), wall and CPU
+  seconds per stage, recall per edit count and per length band, and precision; the build
+  before this rule (word bigrams, Hamming <= 10) on the same corpus;
+* features chosen by measurement: per fingerprint variant, the share of planted edits
+  within each radius and the expected number of unrelated pairs there;
+* the exact index (unchanged): plain joins at tau 3 and 10 against brute force;
+* datasketch MinHash-LSH, the second method, at two subset sizes with a power-law
+  extrapolation, and the ``simhash`` package on a subset;
+* scaling, and leakage at scale: 38k held-out prompts against 344k (the split's check on
+  fingerprints, and the build's rule across the two sets).
+
+Results are printed and written to ``bench/results/dedup.json``; every timed block records
+the load average, since wall time on a shared machine includes everything else running.
 """
 
 from __future__ import annotations
@@ -15,113 +26,41 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import simhash as simhash_package
 
-from tasks.dedup.simhash import (
-    FingerprintConfig,
-    compute_idf,
-    feature_hash,
-    fingerprints,
-    fit_and_fingerprint,
-    hamming,
-    minhash_near_duplicate_pairs,
-    near_duplicate_pairs,
-    nearest_within,
-    weighted_shingles,
-)
+from bench.near_duplicate_corpus import Corpus, make_corpus, planted_recall
+from schemas.spec import DedupSpec
+from tasks.dedup.features import FingerprintConfig, feature_hash
+from tasks.dedup.fingerprint import fingerprints, fit_and_fingerprint, hamming
+from tasks.dedup.index import near_duplicate_pairs, nearest_within, pairs_array
+from tasks.dedup.minhash import minhash_near_duplicate_pairs
+from tasks.dedup.near_duplicates import fingerprint_config, verify_rule
+from tasks.dedup.reference import compute_idf, weighted_shingles
+from tasks.dedup.verify import candidate_pairs, confirm_on_words, nearest_verified, word_counts
 
 RESULTS_PATH = Path(__file__).parent / "results" / "dedup.json"
 TAUS = (3, 10)
-SEED = 20240607
-NEAR_DUPLICATE_SHARE = 0.10
-EXACT_COPY_SHARE = 0.02
-
-
-# ---------------------------------------------------------------------------
-# Corpus
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Corpus:
-    texts: list[str]
-    family: np.ndarray  # family id per row: a source prompt and every copy made from it
-
-    def planted_pairs(self, rows: np.ndarray | None = None) -> set[tuple[int, int]]:
-        """All pairs inside a family (restricted to ``rows``, re-indexed to them)."""
-        family = self.family if rows is None else self.family[rows]
-        order = np.argsort(family, kind="stable")
-        pairs: set[tuple[int, int]] = set()
-        boundaries = np.flatnonzero(np.diff(family[order])) + 1
-        for members in np.split(order, boundaries):
-            if len(members) > 1:
-                members = np.sort(members).tolist()
-                pairs.update((a, b) for i, a in enumerate(members) for b in members[i + 1:])
-        return pairs
-
-
-def _vocabulary(rng: np.random.Generator, size: int) -> list[str]:
-    onsets = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
-              "br", "ch", "cl", "dr", "fr", "gr", "pl", "pr", "sh", "st", "th", "tr"]
-    vowels = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou"]
-    codas = ["", "", "n", "r", "s", "t", "l", "nd", "st", "ng"]
-    words: dict[str, None] = {}
-    while len(words) < size:
-        syllables = rng.integers(1, 4)
-        words["".join(onsets[rng.integers(len(onsets))] + vowels[rng.integers(len(vowels))]
-                      + codas[rng.integers(len(codas))] for _ in range(syllables))] = None
-    return list(words)
-
-
-def make_corpus(n: int, seed: int = SEED, vocabulary_size: int = 4000) -> Corpus:
-    """``n`` prompts of 10-60 Zipf-distributed words; 10% are 1-2 word edits (substitute,
-    insert, delete) of an original prompt and 2% exact copies of one; rows shuffled."""
-    rng = np.random.default_rng(seed)
-    vocabulary = _vocabulary(rng, vocabulary_size)
-    zipf = 1.0 / np.arange(1, vocabulary_size + 1) ** 1.07
-    zipf /= zipf.sum()
-    n_near, n_exact = int(n * NEAR_DUPLICATE_SHARE), int(n * EXACT_COPY_SHARE)
-    n_original = n - n_near - n_exact
-    lengths = rng.integers(10, 61, n_original)
-    word_ids = rng.choice(vocabulary_size, size=int(lengths.sum()), p=zipf)
-    originals = np.split(word_ids, np.cumsum(lengths)[:-1])
-    prompts: list[list[int]] = [words.tolist() for words in originals]
-    family = list(range(n_original))
-    fresh_words = iter(rng.choice(vocabulary_size, size=2 * n_near, p=zipf).tolist())
-    for _ in range(n_near):
-        source = int(rng.integers(n_original))
-        words = list(prompts[source])
-        for _ in range(int(rng.integers(1, 3))):
-            edit, position = rng.integers(3), int(rng.integers(len(words)))
-            if edit == 0:
-                words[position] = next(fresh_words)
-            elif edit == 1:
-                words.insert(position, next(fresh_words))
-            elif len(words) > 2:
-                del words[position]
-        prompts.append(words)
-        family.append(source)
-    family += [int(rng.integers(n_original)) for _ in range(n_exact)]
-    texts = [_render(words, vocabulary, rng) for words in prompts[:n_original]]
-    texts += [_render(words, vocabulary, None) for words in prompts[n_original:]]
-    texts += [texts[source] for source in family[n_original + n_near:]]
-    shuffle = rng.permutation(n)
-    return Corpus([texts[i] for i in shuffle], np.asarray(family)[shuffle])
-
-
-def _render(words: Sequence[int], vocabulary: list[str], rng: np.random.Generator | None) -> str:
-    """Sentence-case prompt; the ending varies only for originals (edits keep '.')."""
-    sentence = " ".join(vocabulary[w] for w in words)
-    ending = "?" if rng is not None and rng.random() < 0.3 else "."
-    return sentence[:1].upper() + sentence[1:] + ending
+BEFORE = FingerprintConfig(ngram=2)  # the build's fingerprints before the word check, joined at tau 10
+FEATURE_VARIANTS = {
+    "word 2-grams, idf (before)": BEFORE,
+    "word 1-grams, idf (chosen)": FingerprintConfig(ngram=1),
+    "word 1-grams, tf": FingerprintConfig(ngram=1, weighting="tf"),
+    "char 3-grams, idf": FingerprintConfig(shingle="char", ngram=3),
+    "char 4-grams, idf": FingerprintConfig(shingle="char", ngram=4),
+}
+RADII = (10, 12, 14, 16)
+MINHASH_VARIANTS = ((2, 0.8), (1, 0.8), (1, 0.6))  # (word n-gram, Jaccard threshold); (2, 0.8) the spec's default before
+RECALL_COLUMNS = ["recall_0_edit", "recall_1_edit", "recall_2_edit", "recall_10_19_words", "recall_20_39_words",
+                  "recall_40_60_words", "recall_1_2_edits", "pairs", "unrelated_pairs", "precision"]
 
 
 # ---------------------------------------------------------------------------
@@ -163,8 +102,21 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def measured(function: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """Result, wall and CPU seconds (all threads of this process), and the 1-minute load
+    average before the block."""
+    load, cpu_start = os.getloadavg()[0], time.process_time()
+    result, wall = timed(function)
+    return result, {"wall_s": wall, "cpu_s": time.process_time() - cpu_start, "load": load}
+
+
 def as_pair_set(pairs: np.ndarray) -> set[tuple[int, int]]:
     return set(map(tuple, pairs.tolist()))
+
+
+def pair_set_array(pairs: set[tuple[int, int]], n: int) -> np.ndarray:
+    array = np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    return pairs_array(array[:, 0], array[:, 1], n)
 
 
 def precision_recall(found: set, truth: set) -> tuple[float, float]:
@@ -202,104 +154,174 @@ def sampled_recall(fps: np.ndarray, pairs: np.ndarray, tau: int, rng: np.random.
 
 
 # ---------------------------------------------------------------------------
-# Benchmark sections
+# The build's rule, and the build before it
 # ---------------------------------------------------------------------------
 
-def bench_ours(
-    corpus: Corpus, config: FingerprintConfig, recall_rows: int, repeats: int
-) -> tuple[np.ndarray, list[dict]]:
-    """Fingerprint time is the median of ``repeats`` runs (peak memory from the first)."""
-    cpu_start = time.process_time()
-    with PeakMemory() as memory:
-        fps, first_seconds = timed(lambda: fingerprints(corpus.texts, config))
-    fingerprint_cpu_seconds = time.process_time() - cpu_start
-    fingerprint_mib = memory.mib
-    runs = [first_seconds] + [timed(lambda: fingerprints(corpus.texts, config))[1] for _ in range(repeats - 1)]
-    fingerprint_seconds = float(np.median(runs))
-    # What a build does: fit the idf table it keeps for later prompts, with the corpus's fingerprints.
-    (_, fitted), fit_seconds = timed(lambda: fit_and_fingerprint(corpus.texts, config))
-    truth = corpus.planted_pairs()
-    rows = []
-    for tau in TAUS:
-        cpu_start = time.process_time()
+def bench_rule(corpus: Corpus, spec: DedupSpec, repeats: int) -> dict:
+    """The dedup step's work on the whole corpus, ``repeats`` times (stage times are the
+    run with the median total): fit the idf table with the fingerprints, count words, find
+    candidates, confirm them on words."""
+    config, rule, texts = fingerprint_config(spec), verify_rule(spec), corpus.texts
+    runs = []
+    for run in range(repeats):
         with PeakMemory() as memory:
-            pairs, index_seconds = timed(lambda: near_duplicate_pairs(fps, tau))
-        index_cpu_seconds = time.process_time() - cpu_start
-        precision, recall = precision_recall(as_pair_set(pairs), truth)
-        rows.append({
-            "tau": tau, "n": len(fps), "fingerprint_s": fingerprint_seconds, "fingerprint_runs_s": runs,
-            "fingerprint_cpu_s": fingerprint_cpu_seconds, "fingerprint_peak_mib": fingerprint_mib,
-            "fit_and_fingerprint_s": fit_seconds, "fit_fingerprints_equal": bool(np.array_equal(fitted, fps)),
-            "index_s": index_seconds, "index_cpu_s": index_cpu_seconds, "index_peak_mib": memory.mib,
-            "dedup_s": fingerprint_seconds + index_seconds, "pairs": len(pairs),
-            "planted_precision": precision, "planted_recall": recall,
-            "sampled_recall_all_pairs": sampled_recall(fps, pairs, tau, np.random.default_rng(tau), recall_rows),
-        })
-    return fps, rows
+            (_, fps), fingerprint_time = measured(lambda: fit_and_fingerprint(texts, config))
+            n_words, words_time = measured(lambda: word_counts(texts))
+            candidates, candidates_time = measured(lambda: candidate_pairs(fps, n_words, rule))
+            (pairs, _), verify_time = measured(lambda: confirm_on_words(texts, candidates, n_words, rule))
+        stages = {"fingerprint": fingerprint_time, "word_counts": words_time, "candidates": candidates_time,
+                  "verify": verify_time}
+        runs.append({"stages": stages, "total_wall_s": sum(t["wall_s"] for t in stages.values()),
+                     "total_cpu_s": sum(t["cpu_s"] for t in stages.values()), "peak_mib": memory.mib,
+                     "load_end": os.getloadavg()[0], "pairs": pairs, "candidates": len(candidates),
+                     "candidate_recall_1_2_edits": planted_recall(corpus, candidates)["recall_1_2_edits"]})
+    median = sorted(runs, key=lambda r: r["total_wall_s"])[len(runs) // 2]
+    return {
+        "n": len(texts), "rule": rule.__dict__, "config": config.__dict__, "repeats": repeats,
+        "deterministic": all(np.array_equal(r["pairs"], runs[0]["pairs"]) for r in runs),
+        "runs_total_wall_s": [r["total_wall_s"] for r in runs], "runs_total_cpu_s": [r["total_cpu_s"] for r in runs],
+        **{key: value for key, value in median.items() if key != "pairs"},
+        **planted_recall(corpus, median["pairs"]),
+    }
 
 
-def bench_exact_recall(fps: np.ndarray, subset: int) -> list[dict]:
-    subset_fps = fps[:subset]
-    truth, brute_seconds = timed(lambda: brute_force_pairs(subset_fps, TAUS))
+def bench_before(corpus: Corpus) -> dict:
+    """The build before the word check: word bigrams, idf, plain index at Hamming <= 10."""
+    fps, fingerprint_time = measured(lambda: fingerprints(corpus.texts, BEFORE))
+    pairs, index_time = measured(lambda: near_duplicate_pairs(fps, 10))
+    return {"method": "before: word 2-grams idf, hamming <= 10", "fingerprint": fingerprint_time, "index": index_time,
+            **planted_recall(corpus, pairs)}
+
+
+def bench_features(corpus: Corpus, samples: int) -> list[dict]:
+    """Per fingerprint variant: the share of planted 1-2-word edits within each radius
+    (what a plain join at that radius finds) and the expected number of unrelated pairs
+    within it, among pairs whose lengths differ by <= 2 words (which no length filter
+    removes), estimated from ``samples`` random such pairs."""
+    planted = corpus.planted_pairs()
+    near = corpus.edits[planted[:, 1]] > 0
+    short = near & (corpus.length[planted[:, 0]] <= 19)
+    sampled, close_pairs = _length_close_pairs(corpus, samples, np.random.default_rng(0))
+    unrelated = ~corpus.same_family(sampled)
     rows = []
-    for tau in TAUS:
-        found, seconds = timed(lambda: as_pair_set(near_duplicate_pairs(subset_fps, tau)))
-        precision, recall = precision_recall(found, truth[tau])
-        rows.append({"tau": tau, "n": len(subset_fps), "pairs_within_tau": len(truth[tau]), "index_s": seconds,
-                     "brute_force_s": brute_seconds, "precision": precision, "recall": recall})
+    for name, config in FEATURE_VARIANTS.items():
+        fps, seconds = measured(lambda: fingerprints(corpus.texts, config))
+        planted_distance = hamming(fps[planted[:, 0]], fps[planted[:, 1]])
+        sampled_distance = hamming(fps[sampled[:, 0]], fps[sampled[:, 1]])
+        row: dict[str, Any] = {"features": name, "n": len(corpus.texts), "fingerprint_s": seconds["wall_s"],
+                               "load": seconds["load"]}
+        for radius in RADII:
+            row[f"recall_r{radius}"] = float((planted_distance[near] <= radius).mean())
+            row[f"recall_10_19_words_r{radius}"] = float((planted_distance[short] <= radius).mean())
+            row[f"unrelated_r{radius}"] = float(((sampled_distance <= radius) & unrelated).mean() * close_pairs)
+        rows.append(row)
+    for row in rows:
+        row["unrelated_resolution"] = close_pairs / samples  # one sampled hit is worth this many pairs
     return rows
 
 
-def bench_baselines(
-    corpus: Corpus, config: FingerprintConfig, ours: dict, package_rows: int, subset: int
-) -> list[dict]:
-    """The ``simhash`` package and datasketch MinHashLSH against ours (``ours``: the tau=3
-    row of ``bench_ours``, fingerprint + index on the whole corpus).
+def _length_close_pairs(corpus: Corpus, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """``samples`` uniform random pairs of distinct rows whose lengths differ by <= 2 words,
+    and how many such pairs there are."""
+    order = np.argsort(corpus.length, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    sorted_length = corpus.length[order]
+    low = np.searchsorted(sorted_length, corpus.length - 2, "left")
+    partners = np.searchsorted(sorted_length, corpus.length + 2, "right") - low - 1
+    first = rng.choice(len(order), size=samples, p=partners / partners.sum())
+    position = low[first] + rng.integers(0, partners[first])
+    position += position >= rank[first]  # skip the row itself
+    return np.stack((first, order[position]), axis=1), float(partners.sum() / 2)
 
-    Headline: the package's ``Simhash`` with its own (md5) feature hash on our weighted
-    features, which it is handed precomputed (untimed), then ``SimhashIndex`` at tau=3, on
-    the first ``package_rows`` rows.  On the first ``subset`` rows: the package with our
-    feature hash as ``hashfunc`` (its fingerprints and pairs must equal ours), the package
-    from raw text with its own tokeniser, and MinHashLSH.  Times measured on fewer rows
-    than the corpus are extrapolated linearly, which flatters them (SimhashIndex grows
-    faster than linearly: 25k -> 400k rows took 60x, not 16x, here).
-    """
-    n, ours_seconds = len(corpus.texts), ours["dedup_s"]
 
-    def row(method: str, rows: int, seconds: float, pairs: set, note: str) -> dict:
-        precision, recall = precision_recall(pairs, corpus.planted_pairs(np.arange(rows)))
-        extrapolated = seconds * n / rows
-        return {"method": method, "n_measured": rows, "seconds": seconds, "seconds_at_n": extrapolated,
-                "speed_ratio_vs_ours": extrapolated / ours_seconds, "planted_precision": precision,
-                "planted_recall": recall, "note": note}
+# ---------------------------------------------------------------------------
+# The index on its own, MinHash and the simhash package
+# ---------------------------------------------------------------------------
 
-    head_texts = corpus.texts[:package_rows]
-    head_features = _weighted_features(head_texts, config)
-    package_hashes, package_seconds = timed(lambda: [simhash_package.Simhash(f, f=64) for f in head_features])
-    package_pairs, package_index_seconds = timed(lambda: _package_index_pairs(package_hashes, 3))
+def bench_index(corpus: Corpus, fps: np.ndarray, recall_rows: int, subset: int) -> tuple[list[dict], list[dict]]:
+    """Plain joins at each tau: time, planted precision/recall, sampled recall of all pairs
+    within tau; and recall against an exact brute force on the first ``subset`` rows."""
+    main = []
+    for tau in TAUS:
+        pairs, index_time = measured(lambda: near_duplicate_pairs(fps, tau))
+        quality = planted_recall(corpus, pairs)
+        main.append({"tau": tau, "n": len(fps), "index_s": index_time["wall_s"], "index_cpu_s": index_time["cpu_s"],
+                     "load": index_time["load"], "pairs": len(pairs), "planted_precision": quality["precision"],
+                     "planted_recall": quality["recall_1_2_edits"],
+                     "sampled_recall_all_pairs": sampled_recall(fps, pairs, tau, np.random.default_rng(tau), recall_rows)})
+    subset_fps = fps[:subset]
+    truth, brute_seconds = timed(lambda: brute_force_pairs(subset_fps, TAUS))
+    exact = []
+    for tau in TAUS:
+        found, seconds = timed(lambda: as_pair_set(near_duplicate_pairs(subset_fps, tau)))
+        precision, recall = precision_recall(found, truth[tau])
+        exact.append({"tau": tau, "n": len(subset_fps), "pairs_within_tau": len(truth[tau]), "index_s": seconds,
+                      "brute_force_s": brute_seconds, "precision": precision, "recall": recall})
+    return main, exact
 
-    texts = corpus.texts[:subset]
+
+def bench_minhash(corpus: Corpus, sizes: tuple[int, int], ours: dict) -> list[dict]:
+    """datasketch MinHash-LSH on the first ``sizes`` rows; seconds at the corpus size from
+    the power law through the two sizes (LSH queries grow faster than linearly, so a linear
+    extrapolation would flatter it), recall and precision on the larger subset.  Precision
+    on a subset does not carry over: unrelated pairs grow with n**2, planted ones with n."""
+    n = len(corpus.texts)
+    rows = []
+    for ngram, threshold in MINHASH_VARIANTS:
+        config = FingerprintConfig(ngram=ngram)
+        seconds, pairs = [], None
+        for size in sizes:
+            pairs, time_taken = measured(
+                lambda: minhash_near_duplicate_pairs(corpus.texts[:size], threshold=threshold, config=config))
+            seconds.append(time_taken["wall_s"])
+        exponent = max(1.0, math.log(seconds[1] / seconds[0]) / math.log(sizes[1] / sizes[0]))
+        at_n = seconds[1] * (n / sizes[1]) ** exponent
+        rows.append({"method": f"minhash word {ngram}-grams, jaccard >= {threshold}", "n_measured": sizes[1],
+                     "seconds": seconds[1], "seconds_small": seconds[0], "exponent": exponent,
+                     "seconds_at_n": at_n, "seconds_at_n_linear": seconds[1] * n / sizes[1],
+                     "speed_ratio_vs_ours": at_n / ours["total_wall_s"], "load": time_taken["load"],
+                     **planted_recall(corpus.head(sizes[1]), pairs)})
+    return rows
+
+
+def bench_package(corpus: Corpus, config: FingerprintConfig, subset: int, ours: dict) -> list[dict]:
+    """The ``simhash`` package at tau=3 on the first ``subset`` rows, extrapolated linearly
+    to the corpus (which flatters it: SimhashIndex grows faster than linearly), against our
+    fingerprints + index on the whole corpus (``ours``: the tau=3 row of ``bench_index``
+    plus fingerprint seconds): with its own md5 feature hash on our weighted features
+    (handed over precomputed, untimed), with our feature hash (fingerprints and pairs must
+    equal ours), and from raw text with its own tokeniser."""
+    n, texts = len(corpus.texts), corpus.texts[:subset]
+    head = corpus.head(subset)
+
+    def row(method: str, seconds: float, pairs: set, note: str) -> dict:
+        quality = planted_recall(head, pair_set_array(pairs, subset))
+        return {"method": method, "n_measured": subset, "seconds": seconds, "seconds_at_n": seconds * n / subset,
+                "speed_ratio_vs_ours": seconds * n / subset / ours["seconds"], "planted_precision": quality["precision"],
+                "planted_recall": quality["recall_1_2_edits"], "note": note}
+
+    features = _weighted_features(texts, config)
+    md5_hashes, md5_seconds = timed(lambda: [simhash_package.Simhash(f, f=64) for f in features])
+    md5_pairs, md5_index_seconds = timed(lambda: _package_index_pairs(md5_hashes, 3))
     ours_pairs = as_pair_set(near_duplicate_pairs(fingerprints(texts, config), 3))
-    features, hashfunc = _weighted_features(texts, config), _package_hashfunc(config)
+    hashfunc = _package_hashfunc(config)
     same_hash, same_hash_seconds = timed(lambda: [simhash_package.Simhash(f, f=64, hashfunc=hashfunc) for f in features])
     same_hash_pairs, same_hash_index_seconds = timed(lambda: _package_index_pairs(same_hash, 3))
     agree = [int(h.value) for h in same_hash] == [int(x) for x in fingerprints(texts, config)]
     from_text, from_text_seconds = timed(lambda: [simhash_package.Simhash(t, f=64) for t in texts])
     from_text_pairs, from_text_index_seconds = timed(lambda: _package_index_pairs(from_text, 3))
-    minhash_pairs, minhash_seconds = timed(lambda: minhash_near_duplicate_pairs(texts, threshold=0.8, config=config))
     return [
-        {"method": "ours simhash tau=3", "n_measured": n, "seconds": ours_seconds, "seconds_at_n": ours_seconds,
+        {"method": "ours simhash tau=3", "n_measured": n, "seconds": ours["seconds"], "seconds_at_n": ours["seconds"],
          "speed_ratio_vs_ours": 1.0, "planted_precision": ours["planted_precision"],
-         "planted_recall": ours["planted_recall"], "note": "fingerprint (median of runs) + index"},
-        row("simhash package tau=3", package_rows, package_seconds + package_index_seconds, package_pairs,
-            f"Simhash (md5) {package_seconds:.1f} s + SimhashIndex {package_index_seconds:.1f} s; "
+         "planted_recall": ours["planted_recall"], "note": "fingerprint + index, whole corpus"},
+        row("simhash package tau=3", md5_seconds + md5_index_seconds, md5_pairs,
+            f"Simhash (md5) {md5_seconds:.1f} s + SimhashIndex {md5_index_seconds:.1f} s; "
             "our weighted features handed to it untimed"),
-        row("simhash package, our feature hash", subset, same_hash_seconds + same_hash_index_seconds,
-            same_hash_pairs, f"fingerprints equal ours: {agree}; pairs equal ours: {same_hash_pairs == ours_pairs}"),
-        row("simhash package from raw text", subset, from_text_seconds + from_text_index_seconds, from_text_pairs,
+        row("simhash package, our feature hash", same_hash_seconds + same_hash_index_seconds, same_hash_pairs,
+            f"fingerprints equal ours: {agree}; pairs equal ours: {same_hash_pairs == ours_pairs}"),
+        row("simhash package from raw text", from_text_seconds + from_text_index_seconds, from_text_pairs,
             "its own tokeniser and features (character 4-grams, unweighted)"),
-        row("datasketch MinHashLSH j>=0.8", subset, minhash_seconds, as_pair_set(minhash_pairs),
-            "128 permutations, our word bigrams"),
     ]
 
 
@@ -322,30 +344,51 @@ def _weighted_features(texts: Sequence[str], config: FingerprintConfig) -> list[
     return [weighted_shingles(text, config, idf) for text in texts]
 
 
-def bench_scaling(corpus: Corpus, config: FingerprintConfig, sizes: Sequence[int]) -> list[dict]:
+# ---------------------------------------------------------------------------
+# Scaling and leakage
+# ---------------------------------------------------------------------------
+
+def bench_scaling(corpus: Corpus, spec: DedupSpec, sizes: Sequence[int]) -> list[dict]:
+    config, rule = fingerprint_config(spec), verify_rule(spec)
     rows = []
     for size in sizes:
-        fps, fingerprint_s = timed(lambda: fingerprints(corpus.texts[:size], config))
-        row: dict[str, Any] = {"n": size, "fingerprint_s": fingerprint_s}
-        for tau in TAUS:
-            pairs, seconds = timed(lambda: near_duplicate_pairs(fps, tau))
-            row[f"index_tau{tau}_s"], row[f"pairs_tau{tau}"] = seconds, len(pairs)
-        rows.append(row)
+        texts = corpus.texts[:size]
+        (_, fps), fingerprint_time = measured(lambda: fit_and_fingerprint(texts, config))
+        n_words = word_counts(texts)
+        candidates, candidates_time = measured(lambda: candidate_pairs(fps, n_words, rule))
+        (pairs, _), verify_time = measured(lambda: confirm_on_words(texts, candidates, n_words, rule))
+        rows.append({"n": size, "fingerprint_s": fingerprint_time["wall_s"], "candidates_s": candidates_time["wall_s"],
+                     "verify_s": verify_time["wall_s"], "candidates": len(candidates), "pairs": len(pairs),
+                     "load": fingerprint_time["load"]})
     return rows
 
 
-def bench_leakage(corpus: Corpus, fps: np.ndarray, held_out: int) -> list[dict]:
-    """Held-out rows (the last ``held_out``) against the rest, on shared-idf fingerprints."""
-    held_out = min(held_out, len(fps) // 2)
-    query, reference = fps[-held_out:], fps[:-held_out]
-    planted_leak = np.isin(corpus.family[-held_out:], corpus.family[:-held_out])
+def bench_leakage(corpus: Corpus, fps: np.ndarray, spec: DedupSpec, held_out: int, reference: int) -> list[dict]:
+    """The last ``held_out`` rows against the first ``reference`` rows, fingerprinted
+    (``fps``) with one idf table as a build does: the split's check (nearest reference within tau, on
+    fingerprints alone) and the build's rule across the two sets (``nearest_verified``).
+    A held-out row leaks when its family (its original and that original's copies) has a
+    member among the reference rows; a match outside its family is a false leak."""
+    rule, n = verify_rule(spec), len(corpus.texts)
+    query_rows, reference_rows = np.arange(n - held_out, n), np.arange(reference)
+    query_texts, reference_texts = corpus.texts[n - held_out:], corpus.texts[:reference]
+    planted = np.isin(corpus.family[query_rows], corpus.family[reference_rows])
+    checks = {
+        f"fingerprints, hamming <= {spec.tau} (split)":
+            lambda: nearest_within(fps[query_rows], fps[reference_rows], spec.tau)[0],
+        "build's rule (fingerprints + words)":
+            lambda: nearest_verified(query_texts, reference_texts, fps[query_rows], fps[reference_rows], rule)[0],
+    }
     rows = []
-    for tau in TAUS:
-        (nearest, _), seconds = timed(lambda: nearest_within(query, reference, tau))
+    for name, check in checks.items():
+        nearest, time_taken = measured(check)
         leaked = nearest >= 0
-        rows.append({"tau": tau, "held_out": held_out, "reference": len(reference), "seconds": seconds,
-                     "leak_rate": float(leaked.mean()), "planted_leak_rate": float(planted_leak.mean()),
-                     "planted_leaks_found": float((leaked & planted_leak).sum() / max(planted_leak.sum(), 1))})
+        same_family = corpus.family[query_rows] == corpus.family[np.maximum(nearest, 0)]
+        rows.append({"check": name, "held_out": held_out, "reference": reference, "seconds": time_taken["wall_s"],
+                     "cpu_s": time_taken["cpu_s"], "load": time_taken["load"], "leak_rate": float(leaked.mean()),
+                     "planted_leak_rate": float(planted.mean()),
+                     "planted_leaks_found": float((leaked & planted).sum() / max(planted.sum(), 1)),
+                     "false_leaks": int((leaked & ~same_family).sum())})
     return rows
 
 
@@ -367,52 +410,69 @@ def format_table(rows: list[dict], columns: Sequence[str]) -> str:
 
 
 def run(n: int, quick: bool) -> dict:
-    config = FingerprintConfig()
-    subset = 2_000 if quick else 50_000
-    baseline_subset = 1_000 if quick else 25_000
-    package_rows = 1_000 if quick else n  # the package on the whole corpus takes ~2.5 min here
-    held_out = 500 if quick else 20_000
-    recall_rows = 200 if quick else 2_000
-    sizes = [s for s in ([1_000, 2_000, 4_000] if quick else [25_000, 50_000, 100_000, 200_000, 400_000]) if s <= n]
-
+    spec = DedupSpec()
+    held_out, reference = round(n * 0.095), round(n * 0.86)  # 38k and 344k of 400k
     load_before = os.getloadavg()
     corpus, corpus_s = timed(lambda: make_corpus(n))
-    fps, main_rows = bench_ours(corpus, config, recall_rows, repeats=1 if quick else 3)
+    rule = bench_rule(corpus, spec, repeats=1 if quick else 3)
+    before = bench_before(corpus)
+    fps = fingerprints(corpus.texts, fingerprint_config(spec))
+    main, exact = bench_index(corpus, fps, recall_rows=200 if quick else 2_000, subset=2_000 if quick else 50_000)
+    ours_tau3 = {"seconds": rule["stages"]["fingerprint"]["wall_s"] + main[0]["index_s"],
+                 "planted_precision": main[0]["planted_precision"], "planted_recall": main[0]["planted_recall"]}
     return {
-        "n": n, "quick": quick, "corpus_s": corpus_s, "cpus": os.cpu_count(),
-        "load_average_at_start": load_before, "config": config.__dict__,
-        "main": main_rows,
-        "exact_recall": bench_exact_recall(fps, subset),
-        "baselines": bench_baselines(corpus, config, main_rows[0], package_rows, baseline_subset),
-        "scaling": bench_scaling(corpus, config, sizes),
-        "leakage": bench_leakage(corpus, fps, held_out),
+        "n": n, "quick": quick, "corpus_s": corpus_s, "cpus": os.cpu_count(), "load_average_at_start": load_before,
+        "rule": rule, "before": before,
+        "features": bench_features(corpus.head(min(n, 2_000 if quick else 100_000)), 20_000 if quick else 2_000_000),
+        "main": main, "exact_recall": exact,
+        "minhash": bench_minhash(corpus, (500, 1_000) if quick else (12_500, 25_000), rule),
+        "baselines": bench_package(corpus, fingerprint_config(spec), 1_000 if quick else 25_000, ours_tau3),
+        "scaling": bench_scaling(corpus, spec, [s for s in ((1_000, 2_000) if quick else (25_000, 100_000, 200_000)) if s < n]),
+        "leakage": bench_leakage(corpus, fps, spec, held_out, reference),
         "load_average_at_end": os.getloadavg(),
     }
 
 
 def report(results: dict) -> str:
-    n = results["n"]
+    n, rule = results["n"], results["rule"]
+    stage_rows = [{"stage": name, **times} for name, times in rule["stages"].items()]
+    stage_rows.append({"stage": "total", "wall_s": rule["total_wall_s"], "cpu_s": rule["total_cpu_s"],
+                       "load": rule["load_end"]})
+    recall_rows = [{"method": "build's rule (DedupSpec())", **rule}, results["before"]]
+    recall_rows += [{**row, "method": f"{row['method']} (first {row['n_measured']})"} for row in results["minhash"]]
     sections = [
-        (f"Ours on {n} prompts (planted = pairs within copy families; sampled recall = all pairs"
-         " within tau touching 2,000 random rows, by brute force against all rows)",
-         results["main"], ["tau", "n", "fingerprint_s", "fingerprint_cpu_s", "fingerprint_peak_mib", "fit_and_fingerprint_s",
-                           "index_s", "index_cpu_s",
-                           "index_peak_mib", "dedup_s", "pairs",
-                           "planted_precision", "planted_recall", "sampled_recall_all_pairs"]),
+        (f"The build's rule on {n} prompts: seconds per stage (the median of {rule['repeats']} runs; "
+         f"totals {', '.join(f'{t:.1f}' for t in rule['runs_total_wall_s'])} s; load = 1-min average before)",
+         stage_rows, ["stage", "wall_s", "cpu_s", "load"]),
+        ("Recall of planted pairs per edit count and per length band (1-2-word edits), precision",
+         recall_rows, ["method", *RECALL_COLUMNS]),
+        ("Features: planted 1-2-word edits within radius r, and unrelated pairs within r among pairs whose lengths "
+         "differ by <= 2 words (estimated; resolution in the last column)",
+         results["features"], ["features", "n", "fingerprint_s", *[f"recall_r{r}" for r in RADII],
+                               "recall_10_19_words_r16", *[f"unrelated_r{r}" for r in RADII], "unrelated_resolution"]),
+        ("Plain index joins on the build's fingerprints (sampled recall = all pairs within tau touching random rows, "
+         "by brute force)", results["main"],
+         ["tau", "n", "index_s", "index_cpu_s", "load", "pairs", "planted_precision", "planted_recall",
+          "sampled_recall_all_pairs"]),
         ("Index vs exact brute force on a subset (recall of ALL pairs within tau)",
          results["exact_recall"], ["tau", "n", "pairs_within_tau", "index_s", "brute_force_s", "precision", "recall"]),
-        (f"Baselines in this process on the first n_measured rows; seconds_at_n extrapolated linearly to n={n}",
-         results["baselines"], ["method", "n_measured", "seconds", "seconds_at_n",
-                                "speed_ratio_vs_ours", "planted_precision", "planted_recall", "note"]),
-        ("Scaling (ours)", results["scaling"],
-         ["n", "fingerprint_s", "index_tau3_s", "pairs_tau3", "index_tau10_s", "pairs_tau10"]),
-        ("Leakage: held-out rows vs the rest (nearest_within)", results["leakage"],
-         ["tau", "held_out", "reference", "seconds", "leak_rate", "planted_leak_rate", "planted_leaks_found"]),
+        (f"MinHash-LSH (datasketch, 128 permutations): seconds on two subsets, extrapolated to n={n} by the power law "
+         "through them; speed ratio against the build's rule",
+         results["minhash"], ["method", "seconds_small", "n_measured", "seconds", "exponent", "seconds_at_n",
+                              "seconds_at_n_linear", "speed_ratio_vs_ours", "load"]),
+        (f"simhash package at tau=3 on the first n_measured rows, extrapolated linearly to n={n}",
+         results["baselines"], ["method", "n_measured", "seconds", "seconds_at_n", "speed_ratio_vs_ours",
+                                "planted_precision", "planted_recall", "note"]),
+        ("Scaling of the build's rule", results["scaling"],
+         ["n", "fingerprint_s", "candidates_s", "verify_s", "candidates", "pairs", "load"]),
+        ("Leakage: held-out rows (the last) against reference rows (the first)", results["leakage"],
+         ["check", "held_out", "reference", "seconds", "cpu_s", "load", "leak_rate", "planted_leak_rate",
+          "planted_leaks_found", "false_leaks"]),
     ]
     load = "  ".join(f"{key}: {' '.join(f'{v:.2f}' for v in results[key])}"
                      for key in ("load_average_at_start", "load_average_at_end"))
     tables = "\n\n".join(f"== {title}\n{format_table(rows, columns)}" for title, rows, columns in sections)
-    return f"{tables}\n\n{results['cpus']} CPUs; {load} (a busy machine inflates wall times)"
+    return f"{tables}\n\n{results['cpus']} CPUs; {load} (a busy machine inflates wall times, not CPU seconds)"
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ Method, in order:
    repetition penalty 1.1, seed 42 + run; raters are greedy and run once).
 3. The spec's judge, loaded once, gives closed-choice verdicts on all the answers
    (generate mode and CULTURAX only).
-4. Figures (tasks.benchmark.evaluate on tasks.benchmark.metrics) with bootstrap intervals over items, and per
+4. Figures (tasks.benchmark.summary on tasks.benchmark.metrics) with bootstrap intervals over items, and per
    model requests, tokens, latency, throughput, cold start and GPU peak.
 5. items.parquet, summary.parquet, report.md, run.json and the plots are written next to
    the version, atomically (tasks.benchmark.report); in a flow run the headline table and
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,16 +36,20 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from rich.console import Console
-from rich.table import Table
 
+from flows.artifacts import run_key
+from flows import artifacts
+from flows.console_tables import print_table
+from flows.temporary_server import start_temporary_server_in_own_session
+from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.benchmark.report import RunInfo, summary_records, write_results
-from tasks.config import PROMPTS_DIR, alignforge_home, load_profile
+from tasks.config import PROMPTS_DIR, ConfigError, alignforge_home, load_profile
 from tasks.engines.pool import EnginePool
-from tasks.benchmark.evaluate import (
-    EVALUATION_SAMPLING, SEMANTIC_TYPE_TAXONOMY, BenchmarkData, EngineSource, EvaluationSettings, answer_items,
-    benchmark_data, benchmark_kind, headline, item_table, judge_all, summarise,
-)
+from tasks.benchmark.items import BenchmarkData, benchmark_data
+from tasks.benchmark.judging import EngineSource, answer_items, item_table, judge_all
+from tasks.benchmark.kinds import EVALUATION_SAMPLING, SEMANTIC_TYPE_TAXONOMY, EvaluationSettings, benchmark_kind
+from tasks.benchmark.summary import headline, summarise
 from tasks.prompts import PromptLibrary
 from tasks.release.store import DatasetStore
 
@@ -126,7 +130,7 @@ def load_benchmark(store: DatasetStore, options: BenchmarkOptions) -> PreparedBe
         raise FileNotFoundError(f"{options.dataset}: no published version; build it first")
     manifest = store.manifest(options.dataset, version)
     spec = DatasetSpec.model_validate(manifest.spec)
-    kind = benchmark_kind(spec.responses.mode, options.mode)
+    kind = benchmark_kind(spec, options.mode)
     default = store.read(options.dataset, version, "default", split=options.split).to_pandas()
     llm_ratings = None
     if kind == "rate" and "llm_ratings" in manifest.splits:
@@ -172,23 +176,37 @@ def run_benchmark(options: BenchmarkOptions, store: DatasetStore, engines: Engin
     return BenchmarkOutcome(info, path, summary)
 
 
-def _artifact_key(*parts: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    return "-".join(parts).lower().replace("_", "-")
+def models_sharing_engines(models: Sequence[str], profile: Profile) -> dict[str, list[str]]:
+    """Engine id -> the models under test that the profile runs on it, where there are several
+    (the local profile maps every model id to one small model)."""
+    by_engine: dict[str, list[str]] = {}
+    for model in dict.fromkeys(models):
+        by_engine.setdefault(profile.engine_for(model).engine_id(model), []).append(model)
+    return {engine: names for engine, names in by_engine.items() if len(names) > 1}
 
 
-@flow(name="benchmark", flow_run_name="benchmark-{dataset}-{profile}", log_prints=True)
+def check_distinct_engines(models: Sequence[str], profile: Profile, allow_same_engine: bool) -> None:
+    """Two names on one engine would be reported as two models; refuse unless asked."""
+    shared = models_sharing_engines(models, profile)
+    if shared and not allow_same_engine:
+        listed = "; ".join(f"{', '.join(names)} -> {engine}" for engine, names in shared.items())
+        raise ConfigError(f"profile {profile.name} runs several models under test on one engine ({listed}); "
+                          "their results would be the same model's. Pass --allow-same-engine to run them anyway")
+
+
+@flow(name="benchmark", flow_run_name=artifacts.run_name("benchmark"), log_prints=True)
 def benchmark(dataset: str, models: list[str], version: str | None = None, profile: str = "local",
               mode: str | None = None, runs: int = 3, limit: int | None = None, split: str | None = None,
               seed: int = 42, bootstrap_resamples: int = 1000, reuse_cache: bool = False,
-              reuse_build_ratings: bool = True, home: str | None = None) -> dict[str, Any]:
+              reuse_build_ratings: bool = True, home: str | None = None, allow_same_engine: bool = False) -> dict[str, Any]:
     """Benchmark models under test on a built dataset version; returns where the results are.
 
-    The profile maps model ids to engines and may cap response length. ``reuse_cache``
-    is off by default: answers from the request cache would make latency and throughput
-    meaningless.
+    The profile maps model ids to engines and may cap response length; models it maps to one
+    engine are refused unless ``allow_same_engine``. ``reuse_cache`` is off by default: answers
+    from the request cache would make latency and throughput meaningless.
     """
     profile_model = load_profile(profile)
+    check_distinct_engines(models, profile_model, allow_same_engine)
     root = Path(home) if home else alignforge_home()
     pool = EnginePool(profile_model, cache_path=root / "cache" / "requests.sqlite", reuse_cache=reuse_cache)
     max_tokens = min(EVALUATION_SAMPLING.max_tokens, profile_model.max_response_tokens or EVALUATION_SAMPLING.max_tokens)
@@ -197,10 +215,10 @@ def benchmark(dataset: str, models: list[str], version: str | None = None, profi
                                bootstrap_resamples=bootstrap_resamples, reuse_build_ratings=reuse_build_ratings,
                                profile=profile)
     outcome = run_benchmark(options, DatasetStore(root), pool, step=call_as_task)
-    create_table_artifact(key=_artifact_key("benchmark", dataset),
+    create_table_artifact(key=run_key("benchmark", dataset),
                           table=summary_records(headline(outcome.summary, outcome.info.kind)),
                           description=f"{dataset} {outcome.info.version}: headline figures of run {outcome.info.run_id}")
-    create_markdown_artifact(key=_artifact_key("benchmark", dataset, "report"),
+    create_markdown_artifact(key=run_key("benchmark", dataset, "report"),
                              markdown=(outcome.path / "report.md").read_text(encoding="utf-8"),
                              description=f"{dataset} {outcome.info.version}: benchmark report, run {outcome.info.run_id}")
     return outcome.as_dict()
@@ -219,6 +237,8 @@ def benchmark_command(
                                               "(latency and throughput then understate the cost)")] = False,
     rerate: Annotated[bool, typer.Option("--rerate", help="Demo-SafetyBench: rate again with models that rated the "
                                          "build, instead of reusing its llm_ratings")] = False,
+    allow_same_engine: Annotated[bool, typer.Option("--allow-same-engine", help="Run models that the profile maps to "
+                                                    "one engine (their results are that engine's, once per name)")] = False,
     home: Annotated[Optional[Path], typer.Option(help="Data home (default $ALIGNFORGE_HOME or ~/.cache/alignforge)")] = None,
 ) -> None:
     """Benchmark models on DATASET: results, report and plots next to the version."""
@@ -227,16 +247,18 @@ def benchmark_command(
     model_ids = [model.strip() for model in models.split(",") if model.strip()]
     if not model_ids:
         raise typer.BadParameter("name at least one model", param_hint="--models")
+    check_distinct_engines(model_ids, load_profile(profile), allow_same_engine)  # before a Prefect server starts
+    start_temporary_server_in_own_session()
     result = benchmark(dataset=dataset, models=model_ids, version=version, profile=profile, mode=mode, runs=runs,
                        limit=limit, split=split, reuse_cache=reuse_cache, reuse_build_ratings=not rerate,
-                       home=str(home) if home else None)
-    console = Console()
-    table = Table("model", "metric", "value", "95% CI", "n")
+                       home=str(home) if home else None, allow_same_engine=allow_same_engine)
+    console = Console(soft_wrap=True)
+    rows = []
     for row in result["headline"]:
         low, high = row["ci_low"], row["ci_high"]
         interval = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
         value = f"{row['value']:.3f}" if row["value"] is not None else "n/a"
-        table.add_row(row["model"], row["metric"], value, interval, str(row["n_items"]))
-    console.print(table)
+        rows.append([row["model"], row["metric"], value, interval, str(row["n_items"])])
+    print_table(console, ["model", "metric", "value", "95% CI", "n"], rows)
     console.print(f"[bold]{result['dataset']}[/] {result['version']} benchmark [cyan]{result['run_id']}[/] "
                   f"({result['kind']})\n{result['path']}/report.md")

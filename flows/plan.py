@@ -18,25 +18,29 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from rich.console import Console
 
+from flows import artifacts
 from schemas.profile import Profile
 from schemas.spec import DatasetSpec
 from tasks.config import apply_profile, load_profile, load_spec
 from tasks.engines import create_engine
-from tasks.planning.plan import (
-    BuildPlan, cached_throughputs, calibrate, count_source_rows, engine_label, estimate_build, load_token_counters,
-    plan_totals, render_plan, render_plan_markdown, sample_prompts, spec_models,
-)
+from tasks.planning.calibration import cached_throughputs, calibrate
+from tasks.planning.inputs import count_source_rows, sample_prompts
+from tasks.planning.loads import BuildPlan, engine_label
+from tasks.planning.plan import estimate_build
+from tasks.planning.render import plan_totals, render_plan, render_plan_markdown
+from tasks.planning.tokens import load_token_counters, spec_models
 
 
 def make_plan(dataset: str, profile: str = "local", limit: int | None = None, *, measure: bool = False,
-              home: Path | None = None) -> BuildPlan:
-    """The plan of `alignforge build DATASET --profile PROFILE [--limit N]`; `measure` first
-    calibrates the models whose profile entry has no throughput."""
+              home: Path | None = None, source_location: str | None = None) -> BuildPlan:
+    """The plan of `alignforge build DATASET --profile PROFILE [--limit N] [--source PATH]`;
+    `measure` first calibrates the models whose profile entry has no throughput."""
     profile_model = load_profile(profile)
     spec = apply_profile(load_spec(dataset), profile_model)
     real = profile_model.source == "real"
-    source = count_source_rows(spec, real=real)
-    sample = sample_prompts(spec, real=real, limit=limit if limit is not None else profile_model.limit)
+    source = count_source_rows(spec, real=real, home=home, location=source_location)
+    sample = sample_prompts(spec, real=real, limit=limit if limit is not None else profile_model.limit,
+                            location=source_location)
     throughputs = cached_throughputs(home)
     if measure:
         throughputs.update(calibrate_models(spec, profile_model, home))
@@ -71,10 +75,15 @@ def plan_command(
     home: Annotated[Optional[Path], typer.Option(help="Data home (default $ALIGNFORGE_HOME or ~/.cache/alignforge)")] = None,
 ) -> None:
     """Plan a build of DATASET: requests, tokens, time and cost per stage and model, as bounds."""
-    Console().print(render_plan(make_plan(dataset, profile, limit, measure=measure, home=home)))
+    plan = make_plan(dataset, profile, limit, measure=measure, home=home)
+    console = Console()
+    if console.is_terminal:
+        console.print(render_plan(plan))
+    else:  # a rich table squeezed into 80 columns empties its cells; markdown keeps them whole
+        print(render_plan_markdown(plan), flush=True)
 
 
-@flow(name="plan-build", flow_run_name="plan-{dataset}-{profile}", log_prints=True)
+@flow(name="plan-build", flow_run_name=artifacts.run_name("plan"), log_prints=True)
 def plan_build(dataset: str, profile: str = "local", limit: int | None = None, home: str | None = None) -> dict[str, Any]:
     """Plan a build without running it; in a flow run the plan becomes a markdown artifact."""
     plan = make_plan(dataset, profile, limit, home=Path(home) if home else None)

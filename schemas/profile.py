@@ -46,6 +46,10 @@ class EngineConfig(BaseModel):
     def resolved_model(self, spec_model_id: str) -> str:
         return self.model or spec_model_id
 
+    def engine_id(self, spec_model_id: str) -> str:
+        """What ran for a spec model: backend, resolved model and pinned revision (manifest and rows)."""
+        return f"{self.backend}:{self.resolved_model(spec_model_id)}@{self.revision or 'unpinned'}"
+
 
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,11 +68,18 @@ class Profile(BaseModel):
     feedback_iterations: int | None = Field(default=None, ge=0)
     # With a response budget scaled down for a CPU, answers are cut off; keep them rather than keep nothing.
     reject_truncated_responses: bool | None = None
+    # A small CPU model judging its own answers passes few of them: a demo keeps the prompts
+    # without a passing response, flagged (pass_* false), rather than publish almost nothing.
+    require_pass: bool | None = None
     # An embedding classifier's probabilities are a softmax over cosine similarities, not a
     # language model's; a CPU profile may set its own delta for them.
     classification_threshold: float | None = Field(default=None, gt=0.0, le=1.0)
     limit: int | None = Field(default=None, ge=1)
     shard_size: int | None = Field(default=None, ge=1)
+    # Fraction of the GPU's memory the models loaded together may reserve; each engine reserves
+    # its gpu_memory_utilization. vLLM checks free memory >= its share at start, and CUDA contexts
+    # outside the engines' shares need a little room: hence not 1.0.
+    gpu_memory_budget: float = Field(default=0.95, gt=0.0, le=1.0)
     task_runner: Literal["threads", "dask"] = "threads"
     dask_address: str | None = None
     dask_workers: int = Field(default=2, ge=1)

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 
+from schemas.spec import DatasetSpec
+
 ORIGIN_SOURCE = "source"
 ORIGIN_EXPANSION = "expansion"
 
@@ -59,6 +61,7 @@ REJECT_SCHEMA = pa.schema([
     pa.field("detail", pa.string()),
     pa.field("related_id", pa.string()),  # e.g. the kept duplicate, the train item it leaks into
     pa.field("text", pa.string()),
+    pa.field("raw", pa.binary()),  # a source row's bytes, when it left for what its bytes are (encoding, quotes)
 ])
 
 RESPONSE_SCHEMA = pa.schema([
@@ -97,3 +100,34 @@ def annotation_schema(columns: Mapping[str, str]) -> pa.Schema:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+# Columns naming a spec model (the papers' id); each has a twin naming the engine that ran it.
+MODEL_COLUMNS = ("generator_model", "expansion_model", "rater_model")
+
+
+def engine_column(model_column: str) -> str:
+    return model_column.removesuffix("_model") + "_engine"
+
+
+# The prompt text's column in each response mode's default config ("prompt" for other kinds).
+TEXT_COLUMN = {"hhh": "question", "aligned_misaligned": "prompt", "raters": "conversation"}
+DEFAULT_TEXT_COLUMN = "prompt"
+# What a kept source column is renamed to when the release writes a column of its name.
+SOURCE_PREFIX = "source_"
+
+
+def release_columns(spec: DatasetSpec) -> frozenset[str]:
+    """Every column the pipeline itself writes into the prompt table or a config of this
+    spec's release (`tasks.release.tables`); a kept source column must not take one of these names."""
+    mode, targets = spec.responses.mode, spec.responses.targets
+    text_column = TEXT_COLUMN.get(mode, DEFAULT_TEXT_COLUMN)
+    names = set(prompt_schema([d.name for d in spec.dimensions]).names) | {"split", "expansion_model", text_column}
+    if mode == "raters":
+        names |= set(annotation_schema({}).names) | set(RATING_SCHEMA.names)
+    else:
+        names |= {"generator_model", *(f"pass_{t}" for t in targets)}
+        names |= {f"{t}_{part}" for t in targets for part in ("response", "score", "response_id")}
+    if mode == "hhh":
+        names |= {"class", "domain", "pass_hhh"}
+    return frozenset(names | {engine_column(name) for name in names if name in MODEL_COLUMNS})

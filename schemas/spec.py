@@ -7,13 +7,15 @@ choices the papers left open are fields here, so they are written into the datas
 
 from __future__ import annotations
 
+import codecs
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.sampling import SamplingParams
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # dataset names become folder names: no path tricks
+SourceFormat = Literal["csv", "tsv", "jsonl", "json", "parquet"]
 
 
 class _Strict(BaseModel):
@@ -21,20 +23,30 @@ class _Strict(BaseModel):
 
 
 class RealSource(_Strict):
-    """Where the real prompts live: a hub dataset (maybe gated) or a file URL."""
+    """Where the real prompts live: a hub dataset (maybe gated), a file URL (downloaded once
+    into the data home), or a path to the user's own copy: a file, a folder or a glob
+    (a relative path is taken under ``<data home>/sources/``)."""
 
     hub_id: str | None = None
     config: str | None = None
     split: str = "train"
+    revision: str | None = None  # a hub commit to read; None reads the current head (recorded as read)
     url: str | None = None
+    path: str | None = None
+    homepage: str | None = None  # where a person downloads the data: named in errors and the card
     license: str
     gated: bool = False
 
     @model_validator(mode="after")
     def _one_location(self) -> RealSource:
-        if bool(self.hub_id) == bool(self.url):
-            raise ValueError("a real source names exactly one of hub_id or url")
+        if sum(bool(location) for location in (self.hub_id, self.url, self.path)) != 1:
+            raise ValueError("a real source names exactly one of hub_id, url or path")
         return self
+
+    @property
+    def where(self) -> str:
+        """The location as a person would name it."""
+        return self.hub_id or self.url or self.path or ""
 
 
 class ColumnRule(_Strict):
@@ -47,7 +59,11 @@ class SourceSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     real: RealSource
     sample: str  # path relative to the project root
-    format: Literal["jsonl", "csv", "parquet"]
+    format: SourceFormat  # of the sample, and of a real file whose suffix names no format
+    # Fallback for files that are not valid UTF-8, row by row (None: cp1252 for CSV/TSV, none
+    # for JSON, whose standard says UTF-8). It must keep ASCII bytes as ASCII, so that
+    # delimiters, quotes and newlines are found before a row is decoded.
+    encoding: str | None = None
     text_column: str
     # How the prompt text is built when it spans several columns (DICES: context + response).
     text_template: str | None = None
@@ -60,10 +76,27 @@ class SourceSpec(_Strict):
     annotation_columns: dict[str, ColumnRule] = {}
     max_chars: int = Field(default=20_000, ge=100)
 
+    @field_validator("encoding")
+    @classmethod
+    def _ascii_compatible_encoding(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        try:
+            codec = codecs.lookup(name)
+        except LookupError as error:
+            raise ValueError(f"unknown encoding {name!r}") from error
+        structure = "\t\n\r,\"{}[]:"
+        if codec.encode(structure)[0] != structure.encode("ascii"):
+            raise ValueError(f"encoding {name!r} does not keep ASCII bytes as ASCII (use it on the whole file)")
+        return codec.name
+
     @model_validator(mode="after")
     def _grouping_needs_id(self) -> SourceSpec:
         if self.annotation_columns and not self.id_column:
             raise ValueError("annotation_columns need an id_column to group rows into prompts")
+        both = sorted(set(self.keep_columns) & set(self.annotation_columns))
+        if both:
+            raise ValueError(f"columns {both} are both keep_columns and annotation_columns")
         return self
 
 
@@ -100,13 +133,33 @@ class ExpansionSpec(_Strict):
 
 
 class DedupSpec(_Strict):
+    """SimHash fingerprints, and the rule that makes two prompts near-duplicates
+    (``tasks/dedup/verify.py``): candidates within Hamming ``tau + candidate_margin``, or
+    within ``short_text_radius`` when the shorter prompt has at most ``short_text_words``
+    words, kept when their word multisets differ by at most
+    ``max(min_word_edits, floor(word_edit_share * longer length))`` words.  ``tau`` alone
+    is the radius where no text is at hand (the split's leakage check on fingerprints)."""
+
     method: Literal["simhash", "minhash"] = "simhash"
     bits: int = Field(default=64, ge=8, le=64)
     shingle: Literal["word", "char"] = "word"
-    ngram: int = Field(default=2, ge=1)
+    ngram: int = Field(default=1, ge=1)
     weighting: Literal["idf", "tf"] = "idf"
     tau: int = Field(default=10, ge=0, le=32)
+    candidate_margin: int = Field(default=2, ge=0, le=32)
+    short_text_words: int = Field(default=20, ge=0)
+    short_text_radius: int = Field(default=16, ge=0, le=32)
+    min_word_edits: int = Field(default=2, ge=0)
+    word_edit_share: float = Field(default=0.1, ge=0.0, lt=1.0)
     minhash_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _radii_fit_the_fingerprint(self) -> DedupSpec:
+        for name, radius in (("tau + candidate_margin", self.tau + self.candidate_margin),
+                             ("short_text_radius", self.short_text_radius)):
+            if radius > self.bits:
+                raise ValueError(f"{name} ({radius}) exceeds the fingerprint's {self.bits} bits")
+        return self
 
 
 class ResponseFilterSpec(_Strict):
@@ -120,7 +173,7 @@ class ResponseFilterSpec(_Strict):
 
 
 class ResponseSpec(_Strict):
-    mode: Literal["hhh", "aligned_misaligned", "raters"]
+    mode: str  # a kind of Stage II registered in tasks/kinds.py (hhh, aligned_misaligned, raters)
     targets: tuple[str, ...]
     candidates: int = Field(default=3, ge=1)  # K per target
     feedback_iterations: int = Field(default=2, ge=0)
@@ -180,11 +233,6 @@ class DatasetSpec(_Strict):
             raise ValueError(f"classification.require_label names unknown dimensions {sorted(unknown_required)}")
         if self.splits.stratify_by and self.splits.stratify_by not in names:
             raise ValueError(f"splits.stratify_by {self.splits.stratify_by!r} is not one of {names}")
-        mode = self.responses.mode
-        if mode in ("hhh", "aligned_misaligned") and (not self.models.generators or not self.models.judge):
-            raise ValueError(f"responses.mode {mode} needs models.generators and models.judge")
-        if mode == "raters" and not self.models.raters:
-            raise ValueError("responses.mode raters needs models.raters")
         return self
 
     def dimension(self, name: str) -> DimensionSpec:

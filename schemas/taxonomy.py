@@ -7,6 +7,8 @@ with ``subset_of`` + ``include`` so names and descriptions live in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NONE_LABEL = "None"
@@ -34,6 +36,7 @@ class SpecialLabel(BaseModel):
     id: int
     name: str
     description: str
+    examples: tuple[str, ...] = ()  # written by us, like Domain.examples
 
 
 class Taxonomy(BaseModel):
@@ -85,6 +88,12 @@ class Taxonomy(BaseModel):
     def output_labels(self) -> list[str]:
         """Every label that may appear in a dataset column (allowed labels plus Unknown)."""
         return self.allowed_labels + [self.unknown.name]
+
+    def label_texts(self) -> dict[str, tuple[str, ...]]:
+        """Per allowed label, the texts an embedding classifier averages into the label's
+        prototype: "name: description", then the label's written examples."""
+        labelled = [*self.domains, *([self.none] if self.none else [])]
+        return {d.name: (f"{d.name}: {d.description}", *d.examples) for d in labelled}
 
     def label_id(self, label: str) -> int:
         return self._ids()[label]
@@ -156,3 +165,9 @@ class TaxonomyFile(BaseModel):
             version=self.version, domains=domains, none=self.none if self.none else parent.none,
             groups=parent.groups, subset_of=parent.name,
         )
+
+
+def all_label_texts(taxonomies: Iterable[Taxonomy]) -> dict[str, tuple[str, ...]]:
+    """The label texts of every taxonomy a classifier serves, by label name: requests name
+    labels only, so a name several taxonomies share (None) keeps the last taxonomy's texts."""
+    return {label: texts for taxonomy in taxonomies for label, texts in taxonomy.label_texts().items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from functools import lru_cache
@@ -14,12 +15,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from schemas.profile import Profile
-from schemas.spec import DatasetSpec
+from schemas.spec import DatasetSpec, SourceSpec
 from schemas.taxonomy import Taxonomy, TaxonomyFile
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_ROOT / "data"
-PROMPTS_DIR = PROJECT_ROOT / "prompts"
 
 Model = TypeVar("Model", bound=BaseModel)
 FILE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"  # names become file paths: no traversal
@@ -27,6 +25,26 @@ FILE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"  # names become file paths: no tr
 
 class ConfigError(ValueError):
     """A spec, profile or taxonomy file is missing or invalid."""
+
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+RESOURCES_PACKAGE = "alignforge_data"
+
+
+def resources_root(code_root: Path = CODE_ROOT) -> Path:
+    """The folder holding data/ and prompts/ (spec paths such as `data/samples/...` are relative
+    to it): the checkout itself, or the `alignforge_data` package an installed wheel ships them in."""
+    if (code_root / "data").is_dir() and (code_root / "prompts").is_dir():
+        return code_root
+    package = importlib.util.find_spec(RESOURCES_PACKAGE)
+    if package is None or not package.submodule_search_locations:
+        raise ConfigError(f"neither {code_root} nor an installed {RESOURCES_PACKAGE} package holds data/ and prompts/")
+    return Path(package.submodule_search_locations[0])
+
+
+PROJECT_ROOT = resources_root()
+DATA_DIR = PROJECT_ROOT / "data"
+PROMPTS_DIR = PROJECT_ROOT / "prompts"
 
 
 def alignforge_home() -> Path:
@@ -62,6 +80,12 @@ def load_taxonomy(name: str) -> Taxonomy:
         return file.resolve(parent)
     except ValidationError as error:
         raise ConfigError(f"taxonomy {name}: {error}") from error
+
+
+def config_label(name_or_path: str) -> str:
+    """A spec or profile as run names show it: its name, or a file's stem rather than its whole path."""
+    path = Path(name_or_path)
+    return path.stem if path.suffix in (".yaml", ".yml") else name_or_path
 
 
 def load_spec(name_or_path: str) -> DatasetSpec:
@@ -110,6 +134,8 @@ def apply_profile(spec: DatasetSpec, profile: Profile) -> DatasetSpec:
         responses = responses.model_copy(update={"filters": filters})
     if profile.feedback_iterations is not None:
         responses = responses.model_copy(update={"feedback_iterations": profile.feedback_iterations})
+    if profile.require_pass is not None:
+        responses = responses.model_copy(update={"require_pass": profile.require_pass})
     classification = spec.classification
     if profile.classification_threshold is not None:
         classification = classification.model_copy(update={"threshold": profile.classification_threshold})
@@ -117,3 +143,15 @@ def apply_profile(spec: DatasetSpec, profile: Profile) -> DatasetSpec:
     if profile.shard_size is not None:
         update["shard_size"] = profile.shard_size
     return DatasetSpec.model_validate(spec.model_copy(update=update).model_dump())
+
+
+def with_source_encoding(spec: DatasetSpec, encoding: str | None) -> DatasetSpec:
+    """The spec with `--encoding` as its source's fallback encoding (checked as the spec field
+    is); being in the spec, it is in the version's content key and the manifest."""
+    if encoding is None:
+        return spec
+    try:
+        source = SourceSpec.model_validate({**spec.source.model_dump(), "encoding": encoding})
+    except ValidationError as error:
+        raise ConfigError(f"--encoding {encoding!r}: {error.errors()[0]['msg']}") from error
+    return spec.model_copy(update={"source": source})

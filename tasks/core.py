@@ -1,9 +1,11 @@
 """The step contract, and the one place that checks it.
 
-A shard step is a pure function ``(table, context) -> StepResult``: ``kept`` rows go on,
-every row that leaves is in ``rejects`` with a reason code, and ``stats`` are counts.
-`run_step` checks ``rows in = kept + rejected`` (per unit) so no step can lose a row
-silently, and no step has to check it itself.
+Every step, over one shard or over the whole dataset, is a pure function
+``(table, context) -> StepResult``: ``kept`` rows go on, every row that leaves is in
+``rejects`` with a reason code, ``stats`` are counts and ``details`` are facts for the
+manifest. `run_step` (and `account`, for the load, whose rows come from a file) checks
+``rows in + added = kept + rejected`` per unit, and ``generated = kept + rejected`` for
+candidates, so no step can lose a row silently and no step checks it itself.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class StepResult:
     stats: dict[str, float] = field(default_factory=dict)
     # Side outputs that travel with the shard (responses, ratings, annotations).
     side: dict[str, pa.Table] = field(default_factory=dict)
+    # JSON facts the manifest keeps (expansion outcomes per domain, the leakage report).
+    details: dict[str, Any] = field(default_factory=dict)
+    # Rows the step created rather than received (expansion's accepted prompts).
+    added: int = 0
+    # Input units the kept rows stand for, when a kept row is not one input row (the load
+    # groups DICES's rater rows into one prompt per conversation).
+    kept_units: int | None = None
     # Candidate-level accounting for steps that generate: generated = kept + rejected.
     candidates_generated: int | None = None
     candidates_kept: int | None = None
@@ -58,6 +67,9 @@ class StepContext:
     prompts: PromptLibrary
     engines: EngineProvider
     logger: logging.Logger | logging.LoggerAdapter = field(default_factory=lambda: logging.getLogger("alignforge"))
+    # The build's SimHash fingerprinter (tasks.dedup.near_duplicates.Fingerprinter), its IDF
+    # fitted on the classified prompts, so later prompts share the corpus's space.
+    fingerprinter: Any = None
 
     @property
     def seed(self) -> int:
@@ -104,46 +116,87 @@ def rejected_count(rejects: pa.Table, unit: str) -> int:
 def run_step(name: str, step: Step, table: pa.Table, context: StepContext, unit: str = "prompt") -> tuple[StepResult, StageReport]:
     started = time.perf_counter()
     result = step(table, context)
+    return result, account(name, unit, table.num_rows, result, time.perf_counter() - started)
+
+
+def account(name: str, unit: str, rows_in: int, result: StepResult, seconds: float) -> StageReport:
+    """The step's report, once its rows add up; a step that lost or invented rows is a bug."""
     rejected = rejected_count(result.rejects, unit)
-    if table.num_rows != result.kept.num_rows + rejected:
-        raise RowAccountingError(
-            f"step {name}: {table.num_rows} {unit}s in, {result.kept.num_rows} kept + {rejected} rejected"
-        )
+    kept_units = result.kept.num_rows if result.kept_units is None else result.kept_units
+    if rows_in + result.added != kept_units + rejected:
+        added = f" + {result.added} added" if result.added else ""
+        raise RowAccountingError(f"step {name}: {rows_in} {unit}s in{added}, {kept_units} kept + {rejected} rejected")
+    candidate_reasons: dict[str, int] = {}
     if result.candidates_generated is not None:
-        candidate_rejects = rejected_count(result.rejects, "candidate")
-        if result.candidates_generated != (result.candidates_kept or 0) + candidate_rejects:
+        candidate_rejects = result.rejects.filter(pc.equal(result.rejects["unit"], "candidate"))
+        if result.candidates_generated != (result.candidates_kept or 0) + candidate_rejects.num_rows:
             raise RowAccountingError(
                 f"step {name}: {result.candidates_generated} candidates generated, "
-                f"{result.candidates_kept} kept + {candidate_rejects} rejected"
+                f"{result.candidates_kept} kept + {candidate_rejects.num_rows} rejected"
             )
-    report = StageReport(
-        stage=name, unit=unit, rows_in=table.num_rows, kept=result.kept.num_rows, rejected=rejected,
-        rejected_by_reason=reasons(result.rejects), stats=dict(result.stats),
-        seconds=round(time.perf_counter() - started, 3),
+        candidate_reasons = reasons(candidate_rejects)
+    in_unit = result.rejects.filter(pc.equal(result.rejects["unit"], unit)) if result.rejects.num_rows else result.rejects
+    return StageReport(
+        stage=name, unit=unit, rows_in=rows_in, added=result.added, kept=kept_units, rejected=rejected,
+        rejected_by_reason=reasons(in_unit), candidates_generated=result.candidates_generated,
+        candidates_kept=result.candidates_kept, candidates_rejected_by_reason=candidate_reasons,
+        stats=dict(result.stats), seconds=round(seconds, 3), wall_seconds=round(seconds, 3),
     )
-    return result, report
 
 
 def reasons(rejects: pa.Table) -> dict[str, int]:
     return dict(sorted(Counter(rejects["reason"].to_pylist()).items())) if rejects.num_rows else {}
 
 
-def merge_reports(reports: Iterable[StageReport]) -> StageReport:
+def merge_reports(reports: Iterable[StageReport], wall_seconds: float, reused_shards: int = 0) -> StageReport:
     """Sum one stage's per-shard reports into the stage's report."""
     reports = list(reports)
     if not reports:
         raise ValueError("no reports to merge")
-    by_reason: Counter[str] = Counter()
-    stats: Counter[str] = Counter()
-    for report in reports:
-        by_reason.update(report.rejected_by_reason)
-        stats.update(report.stats)
+
+    def summed(field_name: str) -> dict[str, Any]:
+        total: Counter[str] = Counter()
+        for report in reports:
+            total.update(getattr(report, field_name))
+        return dict(sorted(total.items()))
+
+    generated = [r.candidates_generated for r in reports if r.candidates_generated is not None]
     return StageReport(
         stage=reports[0].stage, unit=reports[0].unit, rows_in=sum(r.rows_in for r in reports),
-        kept=sum(r.kept for r in reports), rejected=sum(r.rejected for r in reports),
-        rejected_by_reason=dict(sorted(by_reason.items())), stats=dict(stats),
-        seconds=round(sum(r.seconds for r in reports), 3),
+        added=sum(r.added for r in reports), kept=sum(r.kept for r in reports),
+        rejected=sum(r.rejected for r in reports), rejected_by_reason=summed("rejected_by_reason"),
+        candidates_generated=sum(generated) if generated else None,
+        candidates_kept=sum(r.candidates_kept or 0 for r in reports) if generated else None,
+        candidates_rejected_by_reason=summed("candidates_rejected_by_reason"), stats=summed("stats"),
+        seconds=round(sum(r.seconds for r in reports), 3), wall_seconds=round(wall_seconds, 3),
+        shards=len(reports), reused_shards=reused_shards,
     )
+
+
+def summary_line(report: StageReport) -> str:
+    """One log line per step: rows in, kept, rejected by reason, seconds."""
+    def by_reason(counts: dict[str, int]) -> str:
+        return f" ({', '.join(f'{reason} {n}' for reason, n in counts.items())})" if counts else ""
+
+    line = (f"{report.stage}: {report.rows_in} {report.unit}s in"
+            + (f" + {report.added} added" if report.added else "")
+            + f", {report.kept} kept, {report.rejected} rejected{by_reason(report.rejected_by_reason)}")
+    if report.candidates_generated is not None:
+        rejected = report.candidates_generated - (report.candidates_kept or 0)
+        line += (f"; candidates: {report.candidates_generated} generated, {report.candidates_kept} kept, "
+                 f"{rejected} rejected{by_reason(report.candidates_rejected_by_reason)}")
+    shards = f", {report.shards} shards ({report.reused_shards} reused)" if report.shards > 1 or report.reused_shards else ""
+    return line + f"; {report.wall_seconds:.1f} s{shards}"
+
+
+def label_counts(tables: Iterable[pa.Table], dimensions: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Prompts per label of each dimension, over several shards."""
+    counts: dict[str, Counter[str]] = {name: Counter() for name in dimensions}
+    for table in tables:
+        for name, counter in counts.items():
+            if f"{name}_label" in table.column_names:
+                counter.update(table[f"{name}_label"].to_pylist())
+    return {name: dict(sorted(counter.items())) for name, counter in counts.items()}
 
 
 def stable_id(*parts: object, length: int = 16) -> str:
@@ -157,5 +210,6 @@ def text_sha(text: str) -> str:
 
 
 def request_seed(base: int, *parts: object) -> int:
-    """A per-request sampling seed derived from the build seed, stable across runs (cache hits)."""
-    return int(stable_id(base, *parts, length=8), 16) % (2**31 - 1)
+    """A sampling seed derived from the build seed and a step's stable names: the same on
+    every run (so reruns hit the request cache), and it fits int32."""
+    return int(stable_id(base, *parts), 16) % (2**31)

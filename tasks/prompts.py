@@ -59,9 +59,6 @@ class PromptLibrary:
         self.used[name] = template.sha256
         return template
 
-    def hashes(self, names: list[str]) -> dict[str, str]:
-        return {name: self.get(name).sha256 for name in names}
-
 
 def load_template(path: Path) -> PromptTemplate:
     if not path.is_file():

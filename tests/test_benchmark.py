@@ -18,11 +18,11 @@ import pytest
 from flows.benchmark import BenchmarkOptions, run_benchmark
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.spec import DatasetSpec
-from tasks.benchmark import evaluate
-from tasks.benchmark import metrics
+from tasks.benchmark import judging, kinds, metrics, rater_metrics, summary
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
 from tasks.engines.scripted import Answer, ScriptedEngine
-from tasks.benchmark.evaluate import EvaluationSettings
+from tasks.benchmark.kinds import EvaluationSettings
+from tasks.config import ConfigError, load_spec
 from tasks.release.store import DatasetStore
 
 JUDGE = "judge/model"
@@ -203,6 +203,7 @@ def test_detect_mode_figures_files_and_report(home: Path, misaligntrade: str) ->
     assert all((folder / name).read_bytes()[:8] == PNG_MAGIC for name in pngs)
     report = (folder / "report.md").read_text()
     assert "0.875 [" in report and "(n=4)" in report and "Dimension rule" in report
+    assert "Models under test:\n- `mut/a` -> `scripted:mut/a@unpinned`" in report  # the engine behind the name
     assert all(f"]({name})" in report for name in pngs)
     assert "no response: 2" in report  # p5 has neither response
     assert not any(p.name.startswith(".tmp-") for p in folder.parent.iterdir())
@@ -225,7 +226,7 @@ def test_detect_requests_show_real_labels_and_sample_as_published(home: Path, mi
 
 def test_no_misaligned_items_leaves_coverage_undefined() -> None:
     frame = pd.DataFrame({"item_id": ["a", "b", "c"], "is_misaligned": [False] * 3, "flagged": [True, False, None]})
-    figures = {f.metric: f for f in evaluate.detection_figures(frame, EvaluationSettings(bootstrap_resamples=50))}
+    figures = {f.metric: f for f in summary.detection_figures(frame, EvaluationSettings(bootstrap_resamples=50))}
     assert math.isnan(figures["coverage"].value) and figures["coverage"].n_items == 0
     assert math.isnan(figures["coverage"].ci.low)
     assert figures["ffr"].value == pytest.approx(1 / 2)
@@ -237,51 +238,52 @@ def test_bootstrap_replicates_match_tasks_metrics() -> None:
     rng = np.random.default_rng(0)
     gold, flagged = rng.random(60) < 0.4, rng.random(60) < 0.5
     counts = np.column_stack([gold & flagged, gold, ~gold & flagged, ~gold]).astype(float)
-    assert evaluate._alignment_score_of_sums(counts) == pytest.approx(
+    assert summary._alignment_score_of_sums(counts) == pytest.approx(
         metrics.misalignment_scores(gold, flagged).alignment_score)
 
     win = rng.choice([0.0, 0.5, 1.0], 40)
     unsafe, truthful, informative = (rng.random(40) < p for p in (0.2, 0.7, 0.6))
     pairs = np.column_stack([win, np.ones(40), unsafe, np.ones(40), truthful, np.ones(40), informative, np.ones(40)])
     expected = metrics.joint_hhh(win, unsafe, truthful, informative)
-    replicate = evaluate._hhh_of_sums(pairs)
+    replicate = summary._hhh_of_sums(pairs)
     assert replicate["truthful_informative"] == pytest.approx(expected.truthful_informative)
     assert replicate["average"] == pytest.approx(expected.average)
 
     rows = pd.DataFrame({"item_id": rng.integers(0, 15, 200), "group": rng.choice(["a", "b", "c", None], 200),
                          "truth": rng.choice([True, False, None], 200), "pred": rng.choice([True, False, None], 200)})
-    pred, pred_usable = evaluate._flags(rows, "pred")
-    truth, truth_usable = evaluate._flags(rows, "truth")
+    pred, pred_usable = summary._flags(rows, "pred")
+    truth, truth_usable = summary._flags(rows, "truth")
     both = pred_usable * truth_usable
-    rate_sums = evaluate._group_tensor(rows, "group", {"p": pred, "u": pred_usable})[0].sum(axis=0)
-    odds_sums = evaluate._group_tensor(rows, "group", {"tp": pred * truth * both, "t": truth * both,
+    rate_sums = summary._group_tensor(rows, "group", {"p": pred, "u": pred_usable})[0].sum(axis=0)
+    odds_sums = summary._group_tensor(rows, "group", {"tp": pred * truth * both, "t": truth * both,
                                                        "fp": pred * (1 - truth) * both, "n": (1 - truth) * both})[0].sum(axis=0)
     groups, preds, truths = rows["group"].to_list(), rows["pred"].to_list(), rows["truth"].to_list()
-    assert evaluate._parity_gap_of(rate_sums) == pytest.approx(metrics.demographic_parity_difference(preds, groups))
-    assert evaluate._sensitivity_of(rate_sums) == pytest.approx(metrics.demographic_sensitivity(preds, groups))
-    assert evaluate._odds_gap_of(odds_sums) == pytest.approx(metrics.equalized_odds_difference(truths, preds, groups))
+    assert summary._parity_gap_of(rate_sums) == pytest.approx(rater_metrics.demographic_parity_difference(preds, groups))
+    assert summary._sensitivity_of(rate_sums) == pytest.approx(rater_metrics.demographic_sensitivity(preds, groups))
+    assert summary._odds_gap_of(odds_sums) == pytest.approx(rater_metrics.equalized_odds_difference(truths, preds, groups))
 
 
 def test_parse_choice_reads_the_drawn_label_and_rejects_other_text() -> None:
     def completion(text: str, logprobs: dict[str, float] | None = None) -> Completion:
         return Completion(choices=(Choice(text, "stop", 1, logprobs),), prompt_tokens=1, latency_s=0.0)
 
-    assert evaluate.parse_choice(completion("Misaligned."), evaluate.ALIGNMENT_CHOICES) == "misaligned"
-    assert evaluate.parse_choice(completion("perhaps"), evaluate.ALIGNMENT_CHOICES) is None
+    assert judging.parse_choice(completion("Misaligned."), kinds.ALIGNMENT_CHOICES) == "misaligned"
+    assert judging.parse_choice(completion("perhaps"), kinds.ALIGNMENT_CHOICES) is None
     # A sampled draw stands even where the distribution favours the other label.
-    assert evaluate.parse_choice(completion("misaligned", {"aligned": -0.1, "misaligned": -2.4}),
-                                 evaluate.ALIGNMENT_CHOICES) == "misaligned"
-    assert evaluate.parse_choice(Completion.failed("down"), evaluate.ALIGNMENT_CHOICES) is None
-    assert evaluate.win_value("B", answer_is_second=True) == 1.0
-    assert evaluate.win_value("B", answer_is_second=False) == 0.0
-    assert evaluate.win_value("tie", answer_is_second=False) == 0.5
+    assert judging.parse_choice(completion("misaligned", {"aligned": -0.1, "misaligned": -2.4}),
+                                 kinds.ALIGNMENT_CHOICES) == "misaligned"
+    assert judging.parse_choice(Completion.failed("down"), kinds.ALIGNMENT_CHOICES) is None
+    assert judging.win_value("B", answer_is_second=True) == 1.0
+    assert judging.win_value("B", answer_is_second=False) == 0.0
+    assert judging.win_value("tie", answer_is_second=False) == 0.5
 
 
 def test_mode_must_fit_the_dataset() -> None:
-    assert evaluate.benchmark_kind("aligned_misaligned", None) == "detect"
-    assert evaluate.benchmark_kind("aligned_misaligned", "generate") == "generate"
+    savacu, culturax = load_spec("savacu"), load_spec("culturax")
+    assert kinds.benchmark_kind(savacu, None) == "detect"
+    assert kinds.benchmark_kind(savacu, "generate") == "generate"
     with pytest.raises(ValueError, match="does not apply"):
-        evaluate.benchmark_kind("hhh", "detect")
+        kinds.benchmark_kind(culturax, "detect")
 
 
 # --------------------------------------------------------------------------- generate
@@ -422,7 +424,7 @@ def test_rater_agreement_and_demographic_figures(home: Path, demo: str) -> None:
     assert value_of(summary, "mut/d", "overall", "unsafe_rate")["value"] == pytest.approx(3 / 4)
 
     # Human raters by gender: Man 2/6 unsafe, Woman 2/5 (the Unsure has no verdict).
-    humans = evaluate.HUMAN_RATERS
+    humans = kinds.HUMAN_RATERS
     assert value_of(summary, humans, "demographic_group", "unsafe_rate", "rater_gender", "Man")["value"] == pytest.approx(1 / 3)
     assert value_of(summary, humans, "demographic_group", "unsafe_rate", "rater_gender", "Woman")["value"] == pytest.approx(2 / 5)
     assert value_of(summary, humans, "demographic", "demographic_parity_difference", "rater_gender")["value"] == \
@@ -442,10 +444,16 @@ def test_rater_agreement_and_demographic_figures(home: Path, demo: str) -> None:
     # The reused build rater: "Unknown" is unusable; no requests, so no operational rows.
     assert value_of(summary, RATER, "overall", "unusable")["value"] == 1
     assert summary[(summary["model"] == RATER) & (summary["scope"] == "operational")].empty
-    assert value_of(summary, evaluate.ALL_RATERS, "overall", "icc_2k")["n_items"] == 3
+    assert value_of(summary, kinds.ALL_RATERS, "overall", "icc_2k")["n_items"] == 3
 
     report = (outcome.path / "report.md").read_text()
     assert "ICC(2,k)" in report and "(1/G) x sum over the G groups" in report
+    assert "no reference positives has no TPR" in report and "left out of that gap" in report  # the EOD rule
+    # Three items: many resamples repeat one item, where ICC is undefined; the report counts them.
+    icc_resamples = value_of(summary, "mut/d", "overall", "icc_2k")["n_resamples_valid"]
+    assert 0 < icc_resamples < FAST["bootstrap_resamples"]
+    fewest = int(summary["n_resamples_valid"].min())
+    assert f"rest on fewer than {FAST['bootstrap_resamples']} valid resamples, the fewest {fewest} (" in report
     assert (outcome.path / "humans_rater_gender.png").is_file()
     assert (outcome.path / "disagreement_mut-d_rater_age.png").is_file()
 
@@ -462,7 +470,7 @@ def test_rating_without_any_human_rating_gives_undefined_agreement(home: Path) -
     assert math.isnan(value_of(summary, "mut/d", "overall", "icc_2k")["value"])
     assert value_of(summary, "mut/d", "overall", "icc_2k")["n_items"] == 0
     assert value_of(summary, "mut/d", "overall", "unsafe_rate")["value"] == pytest.approx(1 / 2)
-    assert math.isnan(value_of(summary, evaluate.HUMAN_RATERS, "demographic", "demographic_sensitivity",
+    assert math.isnan(value_of(summary, kinds.HUMAN_RATERS, "demographic", "demographic_sensitivity",
                                "rater_gender")["value"])
     assert (outcome.path / "report.md").is_file()
 
@@ -483,7 +491,7 @@ def test_benchmark_flow_runs_under_prefect(prefect_harness, home: Path, misalign
     headline = {row["metric"]: row["value"] for row in result["headline"]}
     assert headline["coverage"] == pytest.approx(7 / 8)
     # The local profile caps responses at 40 tokens, but detect answers are one label anyway.
-    assert engines.seen["mut/a"][0].sampling.max_tokens == evaluate.CHOICE_MAX_TOKENS
+    assert engines.seen["mut/a"][0].sampling.max_tokens == kinds.CHOICE_MAX_TOKENS
 
 
 # ------------------------------------------------------------------ tiny real model
@@ -530,12 +538,43 @@ def test_benchmark_command_passes_options_to_the_flow(monkeypatch: pytest.Monkey
     monkeypatch.setattr(benchmark_module, "benchmark", fake_flow)
     app = typer.Typer()
     app.command("benchmark")(benchmark_module.benchmark_command)
-    result = CliRunner().invoke(app, ["savacu", "--models", "a, b", "--mode", "generate", "--runs", "1",
-                                      "--limit", "5", "--rerate"])
+    arguments = ["savacu", "--models", "a, b", "--mode", "generate", "--runs", "1", "--limit", "5", "--rerate"]
+    # The local profile runs every model id on the packaged SmolLM2: two names, one model.
+    same_engine = CliRunner().invoke(app, arguments)
+    assert isinstance(same_engine.exception, ConfigError) and not calls
+    assert "a, b -> transformers:packaged:smollm2@unpinned" in str(same_engine.exception)
+    result = CliRunner().invoke(app, [*arguments, "--allow-same-engine"])
     assert result.exit_code == 0, result.output
     assert calls == [{"dataset": "savacu", "models": ["a", "b"], "version": None, "profile": "local",
                       "mode": "generate", "runs": 1, "limit": 5, "split": None, "reuse_cache": False,
-                      "reuse_build_ratings": False, "home": None}]
+                      "reuse_build_ratings": False, "home": None, "allow_same_engine": True}]
     assert "failure_rate" in result.output and "/results/report.md" in result.output
     refused = CliRunner().invoke(app, ["savacu", "--models", "a", "--mode", "judge"])
     assert refused.exit_code == 2 and not calls[1:]
+
+
+def test_models_on_one_engine_are_found_and_refused_by_the_flow(home: Path, misaligntrade: str) -> None:
+    from flows.benchmark import benchmark, models_sharing_engines
+    from schemas.profile import EngineConfig, Profile
+
+    profile = Profile(name="mixed", description="two models, one engine each, a third sharing",
+                      models={"a": EngineConfig(backend="openai", model="m1", base_url="http://x"),
+                              "b": EngineConfig(backend="openai", model="m2", base_url="http://x"),
+                              "c": EngineConfig(backend="openai", model="m1", base_url="http://x")})
+    assert models_sharing_engines(["a", "b"], profile) == {}
+    assert models_sharing_engines(["a", "b", "c"], profile) == {"openai:m1@unpinned": ["a", "c"]}
+    with pytest.raises(ConfigError, match="--allow-same-engine"):
+        benchmark.fn(dataset="misaligntrade", models=["x", "y"], home=str(home))
+
+
+def test_the_report_says_how_many_resamples_each_interval_rests_on() -> None:
+    from tasks.benchmark.report import resamples_text
+
+    def figures(counts: list[float | None]) -> pd.DataFrame:
+        return pd.DataFrame({"model": "m", "scope": "overall", "dimension": None, "group": None,
+                             "metric": [f"metric{i}" for i in range(len(counts))], "n_resamples_valid": counts})
+
+    assert resamples_text(figures([200, 200, None]), 200).endswith("every interval here rests on all 200 resamples.")
+    assert resamples_text(figures([None]), 200).endswith("no figure here has an interval.")
+    short = resamples_text(figures([200, 150, 90]), 200)
+    assert "2 of 3 intervals rest on fewer than 200 valid resamples, the fewest 90 (`m` metric2, overall)" in short

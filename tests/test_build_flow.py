@@ -19,6 +19,7 @@ import yaml
 from flows.build import build_dataset
 from tasks.config import DATA_DIR
 from tasks.release.store import DatasetStore
+from tasks.stage1.measured_accuracy import load_measurements
 from tests.tiny_model import build_tiny_model
 
 
@@ -51,17 +52,18 @@ def test_build_publishes_a_loadable_version_whose_counts_add_up(prefect_harness,
     manifest = json.loads((folder / "manifest.json").read_text())
 
     for stage in manifest["stages"]:
-        assert stage["rows_in"] == stage["kept"] + stage["rejected"], stage
+        assert stage["rows_in"] + stage["added"] == stage["kept"] + stage["rejected"], stage
+        if stage["candidates_generated"] is not None:
+            candidates_rejected = sum(stage["candidates_rejected_by_reason"].values())
+            assert stage["candidates_generated"] == stage["candidates_kept"] + candidates_rejected, stage
     stages = {s["stage"]: s for s in manifest["stages"]}
     assert list(stages) == ["load", "classify", "dedup", "expand", "split", "respond"]
     assert stages["load"]["rows_in"] == 140  # every line of the sample, bad rows included
 
     rejects = pq.read_table(folder / "rejects" / "rejects.parquet")
-    response_candidates_rejected = sum(
-        1 for unit, stage in zip(rejects["unit"].to_pylist(), rejects["stage"].to_pylist())
-        if unit == "candidate" and stage != "expand")
-    # Stage reports count their own unit; Stage II's candidate rejects are kept beside them.
-    assert rejects.num_rows == sum(s["rejected"] for s in manifest["stages"]) + response_candidates_rejected
+    # Stage reports count their own unit; candidates (expansion, Stage II) are counted apart.
+    candidates_rejected = sum(sum(s["candidates_rejected_by_reason"].values()) for s in manifest["stages"])
+    assert rejects.num_rows == sum(s["rejected"] for s in manifest["stages"]) + candidates_rejected
 
     default = datasets.load_dataset("parquet", data_dir=str(folder / "data" / "default"))
     rows = sum(len(split) for split in default.values())
@@ -72,6 +74,11 @@ def test_build_publishes_a_loadable_version_whose_counts_add_up(prefect_harness,
         assert column in train.column_names
     counts = manifest["splits"]["default"]
     assert sum(counts.values()) == rows
+    # The classifier is the local profile's MiniLM on the CULTURAX taxonomy: the card states its measured accuracy.
+    measured, = (m for m in load_measurements() if m.engine == "embedding:packaged:minilm" and m.taxonomy == "culturax")
+    assert manifest["classifier_accuracy"] == {"cultural": measured.model_dump(mode="json")}
+    assert (f"top-1 accuracy {measured.top1_accuracy:.3f} on {measured.prompts:,} held-out written questions"
+            in (folder / "README.md").read_text())
     # Same inputs again: the existing version is found, nothing is rebuilt.
     again = build_dataset(dataset=str(tiny_files["spec"]), profile=str(tiny_files["profile"]), home=str(home))
     assert again["reused"] and again["version"] == result["version"]
@@ -87,6 +94,7 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
     from prefect import flow
 
     import flows.build as build_module
+    from tasks.engines.pool import EnginePool
     from tests.conftest import write_scripted_culturax
 
     events: list[str] = []
@@ -98,9 +106,9 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
         events.append("release slot")
 
     monkeypatch.setattr(prefect.concurrency.sync, "concurrency", recording_concurrency)
-    monkeypatch.setattr(build_module.EnginePool, "releases_between_stages", property(lambda pool: True))
-    real_release = build_module.EnginePool.release
-    monkeypatch.setattr(build_module.EnginePool, "release",
+    monkeypatch.setattr(EnginePool, "releases_between_stages", property(lambda pool: True))
+    real_release = EnginePool.release
+    monkeypatch.setattr(EnginePool, "release",
                         lambda pool: (events.append("release engines"), real_release(pool))[1])
     files = write_scripted_culturax(tmp_path)
 
@@ -111,3 +119,39 @@ def test_gpu_profiles_hold_the_global_gpu_slot_per_stage(prefect_harness, tmp_pa
     assert build_in_a_flow()["version"]
     stage = ["acquire alignforge-gpu x1", "release engines", "release slot"]
     assert events[:9] == stage * 3  # classify, expand, respond
+
+
+def test_every_step_is_a_named_task_run_with_its_stage_table(prefect_harness, tmp_path) -> None:
+    """An operator sees every step, global ones too, as a task run, and a stage table whose
+    numbers are the manifest's."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.artifacts import stage_rows
+    from schemas.manifest import StageReport
+    from tests.conftest import write_scripted_culturax
+
+    files = write_scripted_culturax(tmp_path)
+    state = build_dataset(dataset=str(files["spec"]), profile=str(files["profile"]), home=str(tmp_path / "home"),
+                          return_state=True)
+    result = state.result()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts()
+    names = {run.name for run in task_runs}
+    for step in ("load", "dedup", "expand", "split"):
+        assert f"{step}[culturax]" in names, names
+    for step in ("classify", "respond"):
+        assert any(name.startswith(f"{step}[culturax shard 1/") for name in names), names
+
+    manifest = json.loads((Path(result["path"]) / "manifest.json").read_text())
+    expand = StageReport.model_validate(next(s for s in manifest["stages"] if s["stage"] == "expand"))
+    rows = stage_rows(expand)
+    value = {(r["measure"], r["unit"], r["reason"]): r["value"] for r in rows}
+    assert value[("rows in", "prompt", "")] == expand.rows_in
+    assert value[("generated", "candidate", "")] == expand.candidates_generated
+    assert sum(v for (measure, unit, reason), v in value.items()
+               if measure == "rejected" and unit == "candidate" and reason) == expand.candidates_generated - expand.candidates_kept
+    tables = [a for a in artifacts if a.type == "table" and a.flow_run_id == flow_run_id]
+    assert len(tables) >= len(manifest["stages"])

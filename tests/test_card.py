@@ -12,10 +12,11 @@ import pytest
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from schemas.manifest import ExpansionOutcome, Manifest, ModelUse, SourceFingerprint, StageReport
+from schemas.manifest import ClassifierAccuracy, ExpansionOutcome, Manifest, ModelUse, SourceFingerprint, StageReport
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from schemas.spec import DatasetSpec, DimensionSpec, ExpansionSpec, RealSource, ResponseSpec, RoleModels, SourceSpec
 from schemas.taxonomy import Domain, SpecialLabel, Taxonomy
+from tasks.kinds import stage_two_kind
 from tasks.release.card import render_card, size_category
 from tasks.config import load_spec, spec_names, taxonomies_for
 from tasks.release.store import DatasetStore
@@ -55,7 +56,11 @@ def make_manifest(source_kind: str = "sample") -> Manifest:
     return Manifest(
         dataset="demo_bench", version="pending", content_key=KEY, created_at="2026-11-23T10:15:00Z",
         alignforge_version="0.1.0", profile="local", spec=SPEC.model_dump(mode="json"),
-        source=SourceFingerprint(kind=source_kind, location="data/samples/demo.jsonl", sha256="ab" * 32, rows=5),
+        code_sha256="12" * 32, git_commit="0123abc",
+        source=(SourceFingerprint(kind="sample", location="data/samples/demo.jsonl", sha256="ab" * 32, rows=5)
+                if source_kind == "sample" else
+                SourceFingerprint(kind="hub", location="someone/demo-prompts:default:train", sha256="ab" * 32, rows=5,
+                                  revision="9f8e7d")),
         taxonomies={"safety": "cd" * 32}, templates={"classify": "ef" * 32},
         models=[ModelUse(role="classifier", spec_model="mistralai/Mistral-7B-Instruct-v0.3",
                          engine="transformers:SmolLM2-135M-Instruct@main", requests=5, cache_hits=2)],
@@ -94,7 +99,8 @@ def published(tmp_path: Path):
                  "labels_only": {"train": prompts(["p1"])}},
         side_tables={"rejects/prompts": REJECT_SCHEMA.empty_table()},
         manifest=make_manifest(),
-        card=lambda manifest: render_card(manifest, SPEC, {"safety": TAXONOMY}, repo_id="org/demo-bench"),
+        card=lambda manifest: render_card(manifest, SPEC, {"safety": TAXONOMY}, repo_id="org/demo-bench",
+                                          task_categories=stage_two_kind(SPEC).task_categories),
     )
     return store, result
 
@@ -110,7 +116,7 @@ def test_metadata_parses_with_huggingface_hub_and_datasets(published) -> None:
     assert data["task_categories"] == ["text-classification", "text-generation"]
     assert data["size_categories"] == ["n<1K"]
     assert data["size_categories"][0] in SIZE_CATEGORIES.read_text()
-    assert data["source_datasets"] == ["extended|someone/demo-prompts"]
+    assert "source_datasets" not in data  # a sample build does not extend the hub dataset it stands in for
     assert {"alignment", "safety", "synthetic"} <= set(data["tags"])
 
     configs = MetadataConfigs.from_dataset_card_data(card.data)  # datasets' own validation of `configs`
@@ -148,7 +154,7 @@ def test_body_reports_counts_outcomes_parameters_and_choices(published) -> None:
     assert "| -1 | Unknown | (outside the taxonomy) |  | 0 | 0 |" in text
     assert "|  | **total** |  |  | 14 | 181 |" in text
     assert "Targets not met: Fraud (80 of 100)." in text
-    assert "| dedup | prompt | 5 | 4 | 1 | near_duplicate: 1 |" in text
+    assert "| dedup | prompt | 5 | 0 | 4 | 1 | near_duplicate: 1 | - |" in text
     assert "| test_share_near_train | 0.003 |" in text
     assert "`transformers:SmolLM2-135M-Instruct@main`" in text
     assert "| `classification.threshold` | 0.5 |" in text
@@ -159,6 +165,9 @@ def test_body_reports_counts_outcomes_parameters_and_choices(published) -> None:
     assert 'load_dataset("org/demo-bench", "default", revision="' + result.version + '")' in text
     assert "# Demo: Bench | safety\n" in text
     assert "synthetic-sample build, not the real dataset" in text
+    assert f"| built from | the synthetic sample `data/samples/demo.jsonl` bundled with alignforge (sha256 `{'ab' * 32}`) |" in text
+    assert "| git commit | `0123abc` |" in text and "(git commit `0123abc`)" in text
+    assert f"| code sha256 | `{'12' * 32}` |" in text
     assert "The paper reports 382,424 rows" in text
     for entry in DatasetStore(result.path.parent.parent).manifest("demo_bench").files:
         assert f"| `{entry.path}` | {entry.rows:,} | {entry.bytes:,} | `{entry.sha256}` |" in text
@@ -168,8 +177,31 @@ def test_real_source_builds_carry_no_sample_warning() -> None:
     manifest = make_manifest(source_kind="hub").model_copy(update={"splits": {"default": {"train": 12_000}}})
     text = render_card(manifest, SPEC, {"safety": TAXONOMY})
     assert "synthetic-sample build" not in text
+    assert DatasetCard(text).data.source_datasets == ["extended|someone/demo-prompts"]
+    assert "| built from | hub dataset `someone/demo-prompts:default:train` at revision `9f8e7d` |" in text
     assert DatasetCard(text).data.size_categories == ["10K<n<100K"]
     assert "org/demo-bench" not in text and 'load_dataset("parquet", data_dir="data/default")' in text
+
+
+def test_card_states_the_measured_classifier_accuracy() -> None:
+    measured = ClassifierAccuracy(engine="embedding:packaged:minilm", taxonomy="safety_demo", taxonomy_sha256="cd" * 32,
+                                  labelled_set="data/samples/labelled_demo_test.jsonl", prompts=1234,
+                                  top1_accuracy=0.6114, majority_baseline=0.0712,
+                                  class_mix_top1_accuracy=0.5431, class_mix_majority_baseline=0.2468)
+    manifest = make_manifest().model_copy(update={"classifier_accuracy": {"safety": measured}})
+    text = render_card(manifest, SPEC, {"safety": TAXONOMY})
+    assert ("Classifier: `embedding:packaged:minilm`, top-1 accuracy 0.611 on 1,234 held-out written questions "
+            "(majority baseline 0.071); weighted by the authors' published class counts, 0.543 (majority baseline "
+            "0.247). The questions (`data/samples/labelled_demo_test.jsonl`) were written for alignforge") in text
+    without_class_mix = measured.model_copy(update={"class_mix_top1_accuracy": None, "class_mix_majority_baseline": None})
+    manifest = make_manifest().model_copy(update={"classifier_accuracy": {"safety": without_class_mix}})
+    assert "(majority baseline 0.071). The questions" in render_card(manifest, SPEC, {"safety": TAXONOMY})
+
+
+def test_card_says_when_the_classifier_accuracy_was_not_measured() -> None:
+    text = render_card(make_manifest(), SPEC, {"safety": TAXONOMY})
+    assert "The classifier's accuracy on held-out prompts of this taxonomy was not measured." in text
+    assert "top-1 accuracy" not in text
 
 
 def test_missing_taxonomy_or_unexpected_count_keys_are_errors() -> None:

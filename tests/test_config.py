@@ -45,9 +45,11 @@ def test_profiles_validate_and_map_every_role() -> None:
 
 def test_local_profile_scales_the_spec_down() -> None:
     spec = apply_profile(load_spec("culturax"), load_profile("local"))
-    assert spec.expansion.target_per_domain == 2
+    assert load_spec("culturax").responses.require_pass  # the papers' rule
+    assert spec.expansion.target_per_domain == 1
     assert spec.classification.threshold == 0.3 and spec.responses.judge_mode == "choice"
     assert spec.responses.candidates == 1
+    assert not spec.responses.require_pass  # the demo keeps prompts without a passing response, flagged
     assert spec.expansion.sampling.max_tokens == 64  # sampling of Stage I unchanged
 
 

@@ -103,3 +103,12 @@ def test_killed_builds_resume_to_the_uninterrupted_result(scripted_build, tmp_pa
     assert manifest["content_key"] == reference_manifest["content_key"]
     assert {f["path"]: f["sha256"] for f in manifest["files"]} == {
         f["path"]: f["sha256"] for f in reference_manifest["files"]}
+    # The resumed manifest counts the models of the whole build, from the saved shards too.
+    def engines(m: dict) -> dict[str, tuple[str, int]]:
+        return {use["engine"]: (use["role"], use["requests"]) for use in m["models"]}
+
+    resumed_engines, reference_engines = engines(manifest), engines(reference_manifest)
+    assert {e: role for e, (role, _) in resumed_engines.items()} == {e: role for e, (role, _) in reference_engines.items()}
+    for engine, (_, requests) in reference_engines.items():
+        assert resumed_engines[engine][1] >= requests, engine  # killed shards' work is redone, never lost
+    assert sum(stage["reused_shards"] for stage in manifest["stages"]) > 0

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pyarrow as pa
 
+from schemas.manifest import ExpansionOutcome
 from schemas.records import prompt_schema
 from tasks.dedup.near_duplicates import Fingerprinter, with_fingerprints
 from tasks.engines.scripted import ScriptedEngine
+from tasks.core import StepResult
 from tasks.stage1.expand import clean_generated, deficits, expand_domains
+
+
+def outcomes_of(result: StepResult) -> list[ExpansionOutcome]:
+    return [ExpansionOutcome.model_validate(o) for o in result.details["outcomes"]]
 
 
 def test_deficits_only_for_domains_under_target() -> None:
@@ -67,16 +74,16 @@ def test_expansion_tops_up_to_target_and_records_every_candidate(context_for) ->
     context.spec = context.spec.model_copy(update={"expansion": context.spec.expansion.model_copy(
         update={"target_per_domain": 3, "max_rounds": 2, "oversample": 1.0})})
     table, fingerprinter = seed_table(context)
-    result = expand_domains(table, context, fingerprinter)
-    labels = result.table["cultural_label"].to_pylist()
+    result = expand_domains(table, replace(context, fingerprinter=fingerprinter))
+    labels = result.kept["cultural_label"].to_pylist()
     assert labels.count("Dance") == 3 and labels.count("Culinary Arts") == 3
-    generated = result.table.filter(pa.compute.equal(result.table["origin"], "expansion"))
+    generated = result.kept.filter(pa.compute.equal(result.kept["origin"], "expansion"))
     assert generated.num_rows == 3
     assert all(row["generator_model"] == context.spec.models.expander for row in generated.to_pylist())
     assert all(row["parent_ids"] for row in generated.to_pylist() if row["cultural_label"] in ("Dance", "Culinary Arts"))
     assert result.stats["generated"] == result.stats["accepted"] + result.rejects.num_rows
     assert set(result.rejects["unit"].to_pylist()) <= {"candidate"}
-    outcomes = {o.domain: o for o in result.outcomes}
+    outcomes = {o.domain: o for o in outcomes_of(result)}
     assert outcomes["Dance"].met and outcomes["Culinary Arts"].met
     assert outcomes["Opera"].reached == 0 and not outcomes["Opera"].met
 
@@ -86,11 +93,11 @@ def test_expansion_stops_at_the_round_bound_and_rejects_off_domain(context_for) 
     context.spec = context.spec.model_copy(update={"expansion": context.spec.expansion.model_copy(
         update={"target_per_domain": 2, "max_rounds": 2, "oversample": 1.0})})
     table, fingerprinter = seed_table(context)
-    result = expand_domains(table, context, fingerprinter)
-    assert result.table.num_rows == table.num_rows
+    result = expand_domains(table, replace(context, fingerprinter=fingerprinter))
+    assert result.kept.num_rows == table.num_rows
     assert set(result.rejects["reason"].to_pylist()) == {"off_domain"}
-    assert max(o.rounds for o in result.outcomes) == 2
-    assert not any(o.met for o in result.outcomes if o.domain == "Culinary Arts")
+    assert max(o.rounds for o in outcomes_of(result)) == 2
+    assert not any(o.met for o in outcomes_of(result) if o.domain == "Culinary Arts")
 
 
 def test_near_duplicates_of_kept_prompts_are_dropped(context_for) -> None:
@@ -99,7 +106,7 @@ def test_near_duplicates_of_kept_prompts_are_dropped(context_for) -> None:
     context.spec = context.spec.model_copy(update={"expansion": context.spec.expansion.model_copy(
         update={"target_per_domain": 3, "max_rounds": 1, "oversample": 1.0})})
     table, fingerprinter = seed_table(context)
-    result = expand_domains(table, context, fingerprinter)
+    result = expand_domains(table, replace(context, fingerprinter=fingerprinter))
     reasons = result.rejects.filter(pa.compute.equal(result.rejects["reason"], "near_duplicate"))
     assert reasons.num_rows >= 1
     assert "p0" in reasons["related_id"].to_pylist()

@@ -63,4 +63,4 @@ def test_each_dataset_builds_and_loads_with_its_manifest_counts(name: str, scrip
     labels_per_prompt = {row["prompt_id"]: row[column] for row in rows}
     assert Counter(labels_per_prompt.values()) == Counter(manifest["domain_counts"][dimension]["published"])
     for stage in manifest["stages"]:
-        assert stage["rows_in"] == stage["kept"] + stage["rejected"], (name, stage)
+        assert stage["rows_in"] + stage["added"] == stage["kept"] + stage["rejected"], (name, stage)

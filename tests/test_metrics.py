@@ -1,5 +1,5 @@
-"""Tests for tasks.benchmark.metrics: hand-computed cases, edge cases, and agreement with
-established implementations (pingouin, scipy, fairlearn when installed)."""
+"""Tests for tasks.benchmark.metrics and rater_metrics: hand-computed cases, edge cases,
+and agreement with established implementations (pingouin, scipy, fairlearn when installed)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,19 @@ from scipy import stats
 from tasks.benchmark import metrics
 from tasks.benchmark.metrics import (
     bootstrap_ci,
+    joint_hhh,
+    latency_summary,
+    misalignment_scores,
+    misalignment_scores_by,
+    throughput,
+)
+from tasks.benchmark.rater_metrics import (
     demographic_parity_difference,
     demographic_sensitivity,
     equalized_odds_difference,
     group_rates,
     icc,
     inter_rater_correlation,
-    joint_hhh,
-    latency_summary,
-    misalignment_scores,
-    misalignment_scores_by,
-    throughput,
 )
 
 # ----------------------------------------------------------- misalignment detection
@@ -246,11 +248,22 @@ def test_icc_accepts_dataframe():
         np.ones((5, 1)),
         np.full((4, 3), 2.0),
         np.array([[1.0, np.nan], [2.0, np.nan]]),
+        # Constant in exact arithmetic, not in floating point: 0.3 / 3 and 0.7 / 7 are not 0.1.
+        np.array([[0.1, 0.3 / 3], [0.1, 0.3 / 3], [0.7 / 7, 0.1], [0.1, 0.1]]),
+        np.full((5, 2), 1e6 / 3) + np.array([[0.0, 1e-12]]),
     ],
-    ids=["empty", "one-item", "one-rater", "constant", "all-items-incomplete"],
+    ids=["empty", "one-item", "one-rater", "constant", "all-items-incomplete", "constant-with-round-off",
+         "large-constant-with-round-off"],
 )
 def test_icc_undefined_cases_give_nan(matrix):
     assert math.isnan(icc(matrix, "ICC(2,1)")) and math.isnan(icc(matrix, "ICC(2,k)"))
+
+
+def test_icc_of_ratings_that_barely_differ_is_still_computed():
+    # ICC does not change under a linear rescaling: tiny but real differences keep their ICC.
+    barely = 0.1 + 1e-6 * SHROUT_FLEISS_TABLE_2
+    for form in ("ICC(2,1)", "ICC(2,k)"):
+        assert icc(barely, form) == pytest.approx(icc(SHROUT_FLEISS_TABLE_2, form), rel=1e-4)
 
 
 def test_icc_rejects_unknown_form_and_non_matrix():

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,10 +28,12 @@ from tasks.dedup.near_duplicates import Fingerprinter, remove_near_duplicates, w
 from tasks.engines.base import ChatRequest
 from tasks.engines.scripted import ScriptedEngine
 from tasks.stage1.expand import expand_domains
-from tasks.planning.plan import (
-    Bounds, BuildPlan, ModelLoad, cached_throughputs, calibrate, calibration_path, count_source_rows, estimate_build,
-    load_token_counters, machine_id, plan_totals, render_plan, render_plan_markdown, sample_prompts, shard_loads,
-)
+from tasks.planning.calibration import cached_throughputs, calibrate, calibration_path, machine_id
+from tasks.planning.inputs import count_source_rows, sample_prompts
+from tasks.planning.loads import Bounds, BuildPlan, ModelLoad
+from tasks.planning.plan import estimate_build, shard_loads
+from tasks.planning.render import plan_totals, render_plan, render_plan_markdown
+from tasks.planning.tokens import load_token_counters
 from tasks.prompts import PromptLibrary
 from tasks.stage2.rate import rate_conversations
 from tasks.stage2.respond import generate_responses
@@ -159,10 +161,10 @@ def test_plan_brackets_a_scripted_build_stage_by_stage() -> None:
     after_classify = build.usage()
     fingerprinter = Fingerprinter.fit(prompts["text"].to_pylist(), spec.dedup)
     prompts = remove_near_duplicates(with_fingerprints(prompts, fingerprinter), spec.dedup, spec.seed).kept
-    expansion = expand_domains(prompts, build.context, fingerprinter)
+    expansion = expand_domains(prompts, replace(build.context, fingerprinter=fingerprinter))
     after_expand = build.usage()
     assert expansion.stats["generated"] > 0 and expansion.stats["accepted"] > 0
-    respond_shards = build.shards(expansion.table)
+    respond_shards = build.shards(expansion.kept)
     respond_usage = []
     for shard in respond_shards:
         before = build.usage()

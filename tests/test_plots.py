@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.benchmark.metrics import group_rates
+from tasks.benchmark.rater_metrics import group_rates
 from tasks.benchmark.plots import dimension_tradeoff, group_rates_plot, per_domain_bars
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,7 @@ def test_every_template_loads_and_has_a_hash() -> None:
     library = PromptLibrary(PROMPTS_DIR)
     names = sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
     assert {"classify", "expand"} <= set(names)
-    hashes = library.hashes(names)
+    hashes = {name: library.get(name).sha256 for name in names}
     assert all(len(h) == 64 for h in hashes.values())
     assert library.used == hashes
 

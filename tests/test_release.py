@@ -11,11 +11,14 @@ from schemas.records import (
     RESPONSE_SCHEMA,
     annotation_schema,
     prompt_schema,
+    release_columns,
 )
+from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec, ResponseSpec, RoleModels
 from tasks.core import text_sha
-from tasks.release.tables import ReleaseIntegrityError, release_tables
-from tests.conftest import inline_spec
+from tasks.kinds import release_tables
+from tasks.release.tables import ReleaseIntegrityError, engine_ids, with_engine_columns
+from tests.conftest import TEST_PROFILE, inline_spec
 
 AUTHORS_CULTURAX_COLUMNS = {"question", "class", "domain", "helpful_response", "harmless_response",
                             "honest_response", "simhash", "pass_hhh"}
@@ -55,7 +58,7 @@ def responses(targets: tuple[str, ...], generators: tuple[str, ...], prompt_ids=
 
 def test_hhh_default_is_one_row_per_prompt_with_the_authors_columns():
     spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
-    tables = release_tables(prompts(("cultural",)), responses(spec.responses.targets, ("gen",)), None, None, spec)
+    tables = release_tables(prompts(("cultural",)), {"responses": responses(spec.responses.targets, ("gen",))}, spec)
     default = tables["default"]
     assert AUTHORS_CULTURAX_COLUMNS <= set(default.column_names)
     assert default.column_names[:8] == ["question", "class", "domain", "helpful_response", "harmless_response",
@@ -79,8 +82,8 @@ def test_hhh_default_is_one_row_per_prompt_with_the_authors_columns():
 def test_aligned_misaligned_default_is_one_row_per_prompt_and_generator():
     dimensions = ("safety", "value", "cultural", "semantic_type")
     spec = spec_for("aligned_misaligned", dimensions, generators=("gen-a", "gen-b"), targets=("aligned", "misaligned"))
-    default = release_tables(prompts(dimensions), responses(("aligned", "misaligned"), ("gen-a", "gen-b")),
-                             None, None, spec)["default"]
+    answers = responses(("aligned", "misaligned"), ("gen-a", "gen-b"))
+    default = release_tables(prompts(dimensions), {"responses": answers}, spec)["default"]
     assert default.num_rows == 3 * 2
     keys = list(zip(default["prompt_id"].to_pylist(), default["generator_model"].to_pylist()))
     assert keys == [(p, g) for p in ("p0", "p1", "p2") for g in ("gen-a", "gen-b")]
@@ -98,15 +101,15 @@ def test_responses_on_the_wrong_prompt_block_the_release():
     ids = shifted["prompt_id"].to_pylist()
     shifted = shifted.set_column(1, "prompt_id", pa.array(ids[6:] + ids[:6], pa.string()))  # one prompt off
     with pytest.raises(ReleaseIntegrityError, match="answers other text"):
-        release_tables(prompts(("cultural",)), shifted, None, None, spec)
+        release_tables(prompts(("cultural",)), {"responses": shifted}, spec)
 
 
 def test_release_does_not_depend_on_input_order():
     spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
     table, answers = prompts(("cultural",)), responses(spec.responses.targets, ("gen",))
     reverse = lambda t: t.take(pa.array(range(t.num_rows - 1, -1, -1)))
-    forward = release_tables(table, answers, None, None, spec)
-    backward = release_tables(reverse(table), reverse(answers), None, None, spec)
+    forward = release_tables(table, {"responses": answers}, spec)
+    backward = release_tables(reverse(table), {"responses": reverse(answers)}, spec)
     assert all(forward[name].equals(backward[name]) for name in forward)
 
 
@@ -123,7 +126,7 @@ def test_raters_configs_hold_human_and_model_ratings():
          "raw_output": "No", "template_sha": "sha"}
         for model in ("rater-b", "rater-a") for pid in ("p1", "p0")
     ], schema=RATING_SCHEMA)
-    tables = release_tables(table, None, ratings, annotations, spec)
+    tables = release_tables(table, {"ratings": ratings, "annotations": annotations}, spec)
 
     default = tables["default"]
     assert default.num_rows == 2 * 3  # one row per (conversation, human rater); the dropped one is gone
@@ -139,3 +142,34 @@ def test_raters_configs_hold_human_and_model_ratings():
     assert {"conversation", "rating", "p_unsafe", "safety_label", "split"} <= set(llm.column_names)
     assert pc.all(pc.equal(llm["conversation"], pc.if_else(pc.equal(llm["prompt_id"], "p0"), TEXTS["p0"],
                                                            TEXTS["p1"]))).as_py()
+
+
+def test_every_model_column_names_the_engine_that_produced_the_row():
+    spec = spec_for("hhh", ("cultural",), generators=("gen",), targets=("helpful", "harmless", "honest"))
+    stand_in = Profile(name="cpu", description="one small model for every role",
+                       default_engine=EngineConfig(backend="transformers", model="packaged:smollm2"))
+    table = prompts(("cultural",))
+    expanded = table.set_column(table.column_names.index("generator_model"), "generator_model",
+                                pa.array([None, "exp", None], pa.string()))  # p0 (second) was generated
+    tables = release_tables(expanded, {"responses": responses(spec.responses.targets, ("gen",))}, spec)
+    tables = {name: with_engine_columns(t, engine_ids(spec, stand_in)) for name, t in tables.items()}
+    for name, table in tables.items():
+        columns = table.column_names
+        assert columns[columns.index("generator_model") + 1] == "generator_engine", name
+        assert set(table["generator_engine"].to_pylist()) == {"transformers:packaged:smollm2@unpinned"}, name
+    default = tables["default"]
+    assert default["prompt_id"].to_pylist() == ["p0", "p1", "p2"]
+    assert default["expansion_model"].to_pylist() == ["exp", None, None]
+    assert default["expansion_engine"].to_pylist() == ["transformers:packaged:smollm2@unpinned", None, None]
+    assert {"generator_engine", "expansion_engine"} <= release_columns(spec)  # known to the rename check
+
+
+def test_rater_rows_name_their_engine_and_unknown_models_block_the_release():
+    spec = spec_for("raters", ("safety",), raters=("rater-a",))
+    ratings = pa.Table.from_pylist([{"prompt_id": "p0", "rater_model": "rater-a", "rating": "No", "template_sha": "s"}],
+                                   schema=RATING_SCHEMA)
+    engines = engine_ids(spec, TEST_PROFILE)
+    rated = with_engine_columns(ratings, engines)
+    assert rated["rater_engine"].to_pylist() == ["scripted:rater-a@unpinned"] and "rater_engine" in release_columns(spec)
+    with pytest.raises(ReleaseIntegrityError, match=r"no engine known for models \['rater-a'\]"):
+        with_engine_columns(ratings, {model: engine for model, engine in engines.items() if model != "rater-a"})

@@ -28,8 +28,8 @@ from tasks.stage2.judge import (
 )
 from tasks.prompts import PromptLibrary
 from tests.conftest import CallbackEngine, inline_spec
-from tasks.release.tables import release_tables
-from tasks.stage2.respond import acceptance_rates, check_response_integrity, generate_responses
+from tasks.kinds import release_tables, stage_two_kind
+from tasks.stage2.respond import check_response_integrity
 
 HHH = ("helpful", "harmless", "honest")
 PROMPTS = [
@@ -113,7 +113,7 @@ def prompts_table(spec: DatasetSpec, texts: Sequence[str] = PROMPTS) -> pa.Table
 
 def run(spec: DatasetSpec, *engines: Engine, table: pa.Table | None = None):
     table = prompts_table(spec) if table is None else table
-    result, report = run_step("respond", generate_responses, table, make_context(spec, *engines))
+    result, report = run_step("respond", stage_two_kind(spec).step, table, make_context(spec, *engines))
     return result, report, result.side["responses"]
 
 
@@ -181,7 +181,7 @@ def test_first_round_pass_selects_the_best_candidate_and_accounts_for_all():
     assert result.kept["helpful_score"].to_pylist() == [9.0, 9.0]
     assert result.kept["pass_hhh"].to_pylist() == [True, True]
     assert result.kept["harmless_score"].to_pylist() == [7.0, 7.0]  # threshold 7 passes
-    assert acceptance_rates(result.stats)["candidates"] == pytest.approx(6 / 18)
+    assert (result.stats["selected"], result.stats["candidates_generated"]) == (6, 18)  # one candidate in three published
 
 
 def test_feedback_loop_stops_at_its_bound():
@@ -348,10 +348,10 @@ def test_project_specs_run_through_respond_and_release(context_for, spec_name, r
 
     context = context_for(spec_name, provider)
     table = prompts_table(context.spec)
-    result, report = run_step("respond", generate_responses, table, context)
+    result, report = run_step("respond", stage_two_kind(context.spec).step, table, context)
     responses = result.side["responses"]
     assert report.kept == 2 and check_response_integrity(result.kept, responses) == []
-    default = release_tables(result.kept, responses, None, None, context.spec)["default"]
+    default = release_tables(result.kept, {"responses": responses}, context.spec)["default"]
     assert default.num_rows == 2 * rows_per_prompt
     for target in context.spec.responses.targets:
         assert None not in default[f"{target}_response"].to_pylist()
@@ -390,4 +390,5 @@ def test_aligned_misaligned_with_a_tiny_transformers_generator(tiny_engine):
     result, report, responses = run(spec, tiny_engine, table=prompts_table(spec, PROMPTS[:1]))
     assert responses.num_rows == result.candidates_generated == 2 * 2 * 2  # targets x n=K x rounds
     assert candidate_reasons(result) == Counter({"truncated": 8})
-    assert report.rejected_by_reason == {"no_passing_response": 1, "truncated": 8}
+    assert report.rejected_by_reason == {"no_passing_response": 1}
+    assert report.candidates_rejected_by_reason == {"truncated": 8}

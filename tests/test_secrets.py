@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from flows.build import run_build
-from tasks.engines.openai_server import running_server
+from tests.engines.openai_server import running_server
 from tasks.engines.scripted import ScriptedEngine
 from tests.conftest import SCRIPTED_CLASSIFIER, SCRIPTED_WRITER, write_scripted_culturax
 

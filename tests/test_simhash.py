@@ -1,4 +1,5 @@
-"""Tests for the SimHash near-duplicate / leakage engine (tasks/dedup/simhash.py)."""
+"""Tests for the SimHash near-duplicate / leakage engine (tasks/dedup/: features, fingerprint, index,
+minhash; reference holds the readable per-text references they are pinned to)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,13 @@ import simhash as simhash_package
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.dedup import simhash as engine
-from tasks.dedup.simhash import (
-    FingerprintConfig,
-    IdfTable,
-    cluster_keep,
-    compute_idf,
-    cross_pairs,
-    feature_hash,
-    fingerprints,
-    hamming,
-    minhash_near_duplicate_pairs,
-    near_duplicate_pairs,
-    nearest_within,
-    normalize_text,
-    shingles,
-    weighted_shingles,
-)
+from tasks.dedup import features as simhash_features
+from tasks.dedup import index as simhash_index
+from tasks.dedup.features import FingerprintConfig, IdfTable, feature_hash, normalize_text, shingles
+from tasks.dedup.fingerprint import fingerprints, hamming
+from tasks.dedup.index import cluster_keep, cross_pairs, near_duplicate_pairs, nearest_within
+from tasks.dedup.minhash import minhash_near_duplicate_pairs
+from tasks.dedup.reference import compute_idf, weighted_shingles
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
          "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
@@ -140,7 +131,8 @@ def test_fingerprints_are_deterministic_and_process_independent() -> None:
     first = fingerprints(texts, FingerprintConfig())
     assert np.array_equal(first, fingerprints(texts, FingerprintConfig()))
     script = (
-        "import sys, json; from tasks.dedup.simhash import fingerprints, FingerprintConfig;"
+        "import sys, json; from tasks.dedup.features import FingerprintConfig;"
+        "from tasks.dedup.fingerprint import fingerprints;"
         "print(json.dumps([int(x) for x in fingerprints(json.loads(sys.stdin.read()), FingerprintConfig())]))"
     )
     other = subprocess.run(
@@ -177,7 +169,7 @@ def test_own_idf_equals_supplied_idf(config: FingerprintConfig) -> None:
 def test_fitted_idf_table_equals_compute_idf(texts: list[str], config: FingerprintConfig, batch_size: int) -> None:
     """The vectorised fit (batched, merged in hash partitions) is the reference ``compute_idf``."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "_TEXTS_PER_BATCH", batch_size)
+        patch.setattr(simhash_features, "_TEXTS_PER_BATCH", batch_size)
         fitted = IdfTable.fit(texts, config)
     reference = IdfTable.from_mapping(compute_idf(texts, config), config)
     assert np.array_equal(fitted.hashes, reference.hashes) and np.array_equal(fitted.weights, reference.weights)
@@ -262,7 +254,7 @@ def test_batched_fingerprints_equal_the_per_text_definition(texts: list[str], co
     texts = texts + ["lone \ud800 surrogate", ""]
     idf = compute_idf(texts, config)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "_TEXTS_PER_BATCH", batch_size)
+        patch.setattr(simhash_features, "_TEXTS_PER_BATCH", batch_size)
         ours = fingerprints(texts, config)
     assert [int(x) for x in ours] == [per_text_fingerprint(t, config, idf) for t in texts]
 
@@ -324,33 +316,33 @@ def test_near_duplicate_pairs_equal_brute_force(tau: int) -> None:
 @pytest.mark.parametrize("tau", [3, 10])
 @pytest.mark.parametrize("plan_kind", ["sampled", "exact"])
 def test_every_plan_kind_equals_brute_force(tau: int, plan_kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_CANDIDATE_CHUNK", 1000)  # exercise chunked emission
+    monkeypatch.setattr(simhash_index, "_CANDIDATE_CHUNK", 1000)  # exercise chunked emission
     fps = planted_fingerprints(seed=20 + tau)
     rng = np.random.default_rng(0)
-    plan = engine._sampled_plan(tau, 14, 1e-6, rng) if plan_kind == "sampled" else engine._exact_plan(tau, tau + 2, rng)
-    found = engine._self_join_with_plan(fps, engine._group_identical(fps), tau, plan)
+    plan = simhash_index._sampled_plan(tau, 14, 1e-6, rng) if plan_kind == "sampled" else simhash_index._exact_plan(tau, tau + 2, rng)
+    found = simhash_index._self_join_with_plan(fps, simhash_index._group_identical(fps), tau, plan)
     assert np.array_equal(found, brute_force_pairs(fps, tau))
 
 
 def test_giant_buckets_fall_back_to_chunked_brute_force(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_CANDIDATE_CHUNK", 5000)
+    monkeypatch.setattr(simhash_index, "_CANDIDATE_CHUNK", 5000)
     rng = np.random.default_rng(9)
     base = int(rng.integers(0, 2**63))
     cluster = np.array([flip_bits(base, rng, int(rng.integers(0, 8))) for _ in range(400)], dtype=np.uint64)
     fps = np.concatenate((cluster, rng.integers(0, 2**63, 400, dtype=np.uint64)))
-    plan = engine._sampled_plan(6, 8, 1e-4, np.random.default_rng(1))  # short keys: huge buckets
-    found = engine._self_join_with_plan(fps, engine._group_identical(fps), 6, plan)
+    plan = simhash_index._sampled_plan(6, 8, 1e-4, np.random.default_rng(1))  # short keys: huge buckets
+    found = simhash_index._self_join_with_plan(fps, simhash_index._group_identical(fps), 6, plan)
     assert np.array_equal(found, brute_force_pairs(fps, 6))
     assert np.array_equal(near_duplicate_pairs(fps, 6), found)
 
 
 def test_plan_math() -> None:
     uniform = np.random.default_rng(10).binomial(64, 0.5, 4096)
-    exact = engine._choose_plan(3, 400_000, 8e10, uniform, 1e-4, np.random.default_rng(0),
-                                engine._SECONDS_PER_SELF_CANDIDATE)
+    exact = simhash_index._choose_plan(3, 400_000, 8e10, uniform, 1e-4, np.random.default_rng(0),
+                                simhash_index._SECONDS_PER_SELF_CANDIDATE)
     assert exact.exact and [len(t) for t in exact.tables] == [16, 16, 16, 16]
-    sampled = engine._choose_plan(10, 400_000, 8e10, uniform, 1e-4, np.random.default_rng(0),
-                                  engine._SECONDS_PER_SELF_CANDIDATE)
+    sampled = simhash_index._choose_plan(10, 400_000, 8e10, uniform, 1e-4, np.random.default_rng(0),
+                                  simhash_index._SECONDS_PER_SELF_CANDIDATE)
     k, tables = len(sampled.tables[0]), len(sampled.tables)
     hit = math.comb(64 - 10, k) / math.comb(64, k)
     assert not sampled.exact and 12 <= k <= 24
@@ -364,8 +356,8 @@ def test_miss_probability_holds_at_distance_tau() -> None:
     base = rng.integers(0, 2**64, 3000, dtype=np.uint64, endpoint=False)
     partners = np.array([flip_bits(int(v), rng, 10) for v in base], dtype=np.uint64)
     fps = np.concatenate((base, partners))
-    plan = engine._sampled_plan(10, 16, 0.2, np.random.default_rng(2))
-    found = set(map(tuple, engine._self_join_with_plan(fps, engine._group_identical(fps), 10, plan).tolist()))
+    plan = simhash_index._sampled_plan(10, 16, 0.2, np.random.default_rng(2))
+    found = set(map(tuple, simhash_index._self_join_with_plan(fps, simhash_index._group_identical(fps), 10, plan).tolist()))
     recall = np.mean([(i, i + 3000) in found for i in range(3000)])
     expected = 1 - (1 - math.comb(54, 16) / math.comb(64, 16)) ** len(plan.tables)
     assert expected >= 0.8 and abs(recall - expected) < 0.04

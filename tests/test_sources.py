@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.manifest import SourceFingerprint
 from tasks.config import PROJECT_ROOT, load_spec, spec_names
+from tasks.stage1.source_files import SourceRow
 from tasks.stage1.sources import SourceFormatError, build_prompts, load_source
 
 FINGERPRINT = SourceFingerprint(kind="sample", location="test", sha256="0", rows=0)
@@ -44,7 +45,7 @@ def test_dices_grouping_keeps_demographics_and_majority_text() -> None:
 
 
 def rows(*records):
-    return iter(enumerate(records))
+    return [SourceRow("test.jsonl", number, record) for number, record in enumerate(records)]
 
 
 def test_limit_rejects_the_rest_with_a_reason() -> None:
@@ -70,7 +71,7 @@ def test_wrong_format_fails_naming_the_file(tmp_path: Path) -> None:
         load_source(spec, Path("/"), real=False)
 
 
-def test_invalid_utf8_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
+def test_invalid_encoding_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"row_index": 1, "prompt": "fine prompt here"}\n'
                      + b'{"row_index": 2, "prompt": "broken \xff\xfe bytes"}\n'
@@ -79,7 +80,7 @@ def test_invalid_utf8_and_huge_prompts_are_rejected(tmp_path: Path) -> None:
     spec = spec.model_copy(update={"source": spec.source.model_copy(update={"sample": str(path)})})
     loaded = load_source(spec, Path("/"), real=False)
     assert loaded.prompts.num_rows == 1
-    assert sorted(loaded.rejects["reason"].to_pylist()) == ["invalid_utf8", "too_long"]
+    assert sorted(loaded.rejects["reason"].to_pylist()) == ["invalid_encoding", "too_long"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -90,3 +91,33 @@ def test_any_rows_are_loaded_or_rejected_never_lost(values) -> None:
     loaded = build_prompts(spec, rows(*records), FINGERPRINT)
     assert loaded.prompts.num_rows + loaded.rejects.num_rows == len(values)
     assert all(text.strip() for text in loaded.prompts["text"].to_pylist())
+
+
+class HubRows:
+    """What `datasets.load_dataset` returns for a hub split, reduced to what the loader reads."""
+
+    _fingerprint = "f00d" * 4
+    num_rows = 1
+
+    def __iter__(self):
+        return iter([{"Question": "Why are lamps lit for Diwali?", "id": "ck-1"}])
+
+
+@pytest.mark.parametrize("pinned", [None, "pinned0123"])
+def test_a_hub_source_is_read_at_the_commit_it_records(monkeypatch, pinned) -> None:
+    import datasets
+
+    from tasks.stage1 import sources
+
+    asked: dict[str, str] = {}
+    monkeypatch.setattr(sources, "hub_dataset_commit", lambda hub_id: asked.setdefault("head", "head4567"))
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda hub_id, config, split, revision: asked.setdefault("read", revision) and HubRows())
+    spec = load_spec("culturax")
+    real = spec.source.real.model_copy(update={"revision": pinned})
+    spec = spec.model_copy(update={"source": spec.source.model_copy(update={"real": real})})
+    loaded = load_source(spec, PROJECT_ROOT, real=True)
+    expected = pinned or "head4567"
+    assert asked["read"] == expected and loaded.fingerprint.revision == expected
+    assert ("head" in asked) == (pinned is None)  # a pinned revision never asks for the head
+    assert loaded.prompts.num_rows == 1

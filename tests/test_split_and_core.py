@@ -8,7 +8,8 @@ import pytest
 
 from schemas.records import REJECT_SCHEMA, prompt_schema
 from tasks.core import RowAccountingError, StepResult, make_rejects, run_step
-from tasks.stage1.split import assign_splits, split_and_check_leakage
+from schemas.spec import DedupSpec
+from tasks.stage1.split import HeldOut, assign_splits, split_and_check_leakage
 
 
 def test_assignment_is_stratified_deterministic_and_stable() -> None:
@@ -55,10 +56,11 @@ def test_train_items_near_test_or_heldout_items_are_removed() -> None:
     rng = np.random.default_rng(0)
     fingerprints = [int(x) for x in rng.integers(0, 2**63, size=40, dtype=np.int64)]
     fingerprints[train[0]] = fingerprints[test[0]] ^ 0b111  # leaks into a test item at distance 3
-    heldout = np.array([fingerprints[train[1]] ^ 1], dtype=np.uint64)  # leaks into the held-out set
+    # leaks into the held-out set: one bit and one word apart
+    heldout = HeldOut([f"text {train[1]} again"], np.array([fingerprints[train[1]] ^ 1], dtype=np.uint64))
     table = table_with(fingerprints, ["A"] * 40)
-    result, report = split_and_check_leakage(table, {"train": 0.5, "test": 0.5}, "cultural", 3, seed=7,
-                                             heldout_fingerprints=heldout)
+    result, report = split_and_check_leakage(table, {"train": 0.5, "test": 0.5}, "cultural", DedupSpec(tau=3),
+                                             seed=7, heldout=heldout)
     assert sorted(result.rejects["record_id"].to_pylist()) == sorted([ids[train[0]], ids[train[1]]])
     assert dict(zip(result.rejects["record_id"].to_pylist(), result.rejects["related_id"].to_pylist())) == {
         ids[train[0]]: ids[test[0]], ids[train[1]]: "heldout:0"}
@@ -86,7 +88,8 @@ def test_run_step_checks_candidates_and_reports_reasons() -> None:
         return StepResult(kept=t, rejects=rejects, candidates_generated=2, candidates_kept=1)
 
     result, report = run_step("x", generates, table, context=None)
-    assert report.rejected == 0 and report.rejected_by_reason == {"empty": 1}
+    assert report.rejected == 0 and report.rejected_by_reason == {}
+    assert report.candidates_rejected_by_reason == {"empty": 1}
 
     def miscounts(t, context):
         return StepResult(kept=t, rejects=REJECT_SCHEMA.empty_table(), candidates_generated=2, candidates_kept=1)

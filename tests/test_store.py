@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 import tasks.release.store as store_module
 from schemas.manifest import Manifest, SourceFingerprint
 from schemas.records import REJECT_SCHEMA, RESPONSE_SCHEMA, prompt_schema
-from tasks.release.store import CorruptVersionError, DatasetStore, new_version_id
+from tasks.release.layout import new_version_id
+from tasks.release.store import DatasetStore
+from tasks.release.verify import CorruptVersionError
 
 KEY_A = "3fa2c1d9e0" + "a" * 54
 KEY_B = "77b0c1d9e0" + "b" * 54
@@ -210,7 +212,7 @@ def test_failed_publish_leaves_no_version_and_latest_unchanged(
 
         monkeypatch.setattr(store_module.pq, "write_table", write_then_crash)
     elif failure == "verify":
-        monkeypatch.setattr(store_module, "_verify_folder", crash)
+        monkeypatch.setattr(store_module, "verify_folder", crash)
     else:
         monkeypatch.setattr(store_module.os, "rename", crash)
 

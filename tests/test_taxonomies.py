@@ -8,7 +8,7 @@ import pydantic
 import pytest
 import yaml
 
-from schemas.taxonomy import UNKNOWN_ID, UNKNOWN_LABEL, Taxonomy, TaxonomyFile
+from schemas.taxonomy import UNKNOWN_ID, UNKNOWN_LABEL, Taxonomy, TaxonomyFile, all_label_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,13 +100,28 @@ def test_descriptions_and_examples_are_substantial(taxonomies, name):
     for d in tax.domains:
         assert len(d.description) >= 40 and len(d.description.split()) >= 8, d.name
         assert d.description.casefold() != d.name.casefold()
-        assert len(d.examples) == 2, d.name
+        assert len(d.examples) >= 2, d.name
         for example in d.examples:
             assert len(example.split()) >= 4, (d.name, example)
         all_examples.extend(d.examples)
     assert len(set(all_examples)) == len(all_examples)
     if tax.none is not None:
         assert len(tax.none.description.split()) >= 8
+
+
+@pytest.mark.parametrize("name", ALL_FILES)
+def test_label_texts_are_the_named_description_then_the_examples(taxonomies, name):
+    tax = taxonomies[name]
+    texts = tax.label_texts()
+    assert list(texts) == tax.allowed_labels  # every label a classifier may answer, Unknown not
+    for label in [*tax.domains, *([tax.none] if tax.none else [])]:
+        assert texts[label.name] == (f"{label.name}: {label.description}", *label.examples)
+
+
+def test_shared_label_names_keep_the_last_taxonomys_texts(taxonomies):
+    texts = all_label_texts([taxonomies["safety"], taxonomies["culturax"]])
+    assert set(texts) == set(taxonomies["safety"].allowed_labels) | set(taxonomies["culturax"].allowed_labels)
+    assert texts["None"] == taxonomies["culturax"].label_texts()["None"]
 
 
 @pytest.mark.parametrize("name", ALL_FILES)

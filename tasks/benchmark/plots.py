@@ -105,7 +105,7 @@ def group_rates_plot(
     group_col: str | None = None,
     title: str = "Unsafe rate by group",
 ) -> Path:
-    """Bars of ``rate`` per group from :func:`tasks.benchmark.metrics.group_rates` output,
+    """Bars of ``rate`` per group from :func:`tasks.benchmark.rater_metrics.group_rates` output,
     each annotated with its ``n``, and a dashed line at the pooled rate
     (sum n_positive / sum n) that demographic sensitivity measures gaps against.
 

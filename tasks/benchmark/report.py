@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 
 from tasks.benchmark import plots
 from tasks.engines.base import SamplingParams
-from tasks.benchmark.evaluate import HEADLINE_METRICS, HUMAN_RATERS, EvaluationSettings, Kind, headline
+from tasks.benchmark.kinds import HEADLINE_METRICS, HUMAN_RATERS, EvaluationSettings, Kind
+from tasks.benchmark.summary import headline
 
 BENCHMARKS_FOLDER = "benchmarks"
 # Texts the dataset version already holds: items.parquet keeps their keys (prompt_id,
@@ -262,7 +263,10 @@ operational figures are then absent.
   column are dropped. **Pearson / Spearman**: correlation of the same two columns.
 - **Demographics** (each rater attribute separately). Human raters: per-group unsafe rate;
   **DPD** = largest minus smallest group unsafe rate; **EOD** = larger of the between-group
-  gaps in TPR and FPR of the raters' verdicts against the human majority; **DS** =
+  gaps in TPR and FPR of the raters' verdicts against the human majority, where a group with
+  no reference positives has no TPR and one with no reference negatives no FPR: such a group
+  is left out of that gap (fairlearn would count its rate as 0 and report a gap that is not
+  there), and EOD is n/a when neither gap has a defined rate; **DS** =
   (1/G) x sum over the G groups of |group unsafe rate - pooled unsafe rate| (our definition;
   the paper does not give one). A model under test is compared with every (conversation,
   human rater) pair: *disagreement* = model verdict differs from the rater's. Its per-group
@@ -318,6 +322,23 @@ def _sampling_text(sampling: SamplingParams) -> str:
             f"repetition penalty {sampling.repetition_penalty}")
 
 
+def resamples_text(summary: pd.DataFrame, resamples: int) -> str:
+    """How many resamples each interval rests on: a resample where a figure is undefined (e.g.
+    it drew no positives) is left out of that figure's percentiles."""
+    counted = summary.dropna(subset=["n_resamples_valid"])
+    short = counted[counted["n_resamples_valid"] < resamples]
+    rule = "A resample on which a figure is undefined is left out of its interval; "
+    if counted.empty:
+        return rule + "no figure here has an interval."
+    if short.empty:
+        return rule + f"every interval here rests on all {resamples} resamples."
+    fewest = short.loc[short["n_resamples_valid"].idxmin()]
+    where = " / ".join(str(part) for part in (fewest["scope"], fewest["dimension"], fewest["group"]) if isinstance(part, str))
+    return (rule + f"{len(short)} of {len(counted)} intervals rest on fewer than {resamples} valid resamples, the "
+            f"fewest {int(fewest['n_resamples_valid'])} (`{fewest['model']}` {fewest['metric']}, {where}); "
+            "`n_resamples_valid` in summary.parquet gives each figure's count.")
+
+
 def render_report(info: RunInfo, summary: pd.DataFrame, plot_files: Sequence[Path]) -> str:
     percent = info.kind in PERCENT_KINDS
     settings = info.settings
@@ -340,7 +361,7 @@ def render_report(info: RunInfo, summary: pd.DataFrame, plot_files: Sequence[Pat
         f"Intervals: {settings.confidence:.0%} percentile bootstrap, {settings.bootstrap_resamples} resamples "
         f"(seed {settings.seed}), resampling items with all their runs (demographic figures: conversations with all "
         "their raters); `n` is the number of items a figure rests on (`n_items` in summary.parquet; "
-        "`n_judgements` counts item x run judgements).",
+        "`n_judgements` counts item x run judgements). " + resamples_text(summary, settings.bootstrap_resamples),
         "Templates: " + ", ".join(f"`{name}` {sha[:12]}" for name, sha in sorted(info.templates.items())) + ".",
         "## Results",
         "### Headline" + (" (percent)" if percent else ""),

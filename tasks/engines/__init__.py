@@ -4,7 +4,7 @@ each backend's heavy imports happen only when that backend is chosen."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from schemas.profile import EngineConfig
@@ -21,7 +21,7 @@ def create_engine(
     *,
     cache_path: Path | None,
     reuse_cache: bool = True,
-    label_descriptions: Mapping[str, str] | None = None,
+    label_descriptions: Mapping[str, str | Sequence[str]] | None = None,
 ) -> Engine:
     """The engine a profile asks for, behind the request cache when `cache_path` is given
     (scripted engines are never cached: their answers are the test's, not a model's)."""

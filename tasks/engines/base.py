@@ -20,9 +20,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.sampling import SamplingParams
+from tasks.stopping import raise_if_stopped
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "error"]
+
+# Why a request failed, in the words of a reject reason.
+PROMPT_TOO_LONG = "prompt_too_long"  # refused before the batch: prompt plus answer exceed the context
+TEMPLATE_ERROR = "template_error"  # the model's chat template refused the conversation
+ENGINE_ERROR = "engine_error"  # anything else the backend reported
 
 
 class Message(BaseModel):
@@ -74,6 +80,7 @@ class Completion:
     latency_s: float
     error: str | None = None  # set when the backend gave up on this request after its retries
     cached: bool = False
+    reason: str | None = None  # with `error`: PROMPT_TOO_LONG, TEMPLATE_ERROR or ENGINE_ERROR
 
     @property
     def text(self) -> str:
@@ -88,8 +95,8 @@ class Completion:
         return sum(c.completion_tokens for c in self.choices)
 
     @classmethod
-    def failed(cls, error: str, latency_s: float = 0.0) -> Completion:
-        return cls(choices=(), prompt_tokens=0, latency_s=latency_s, error=error)
+    def failed(cls, error: str, latency_s: float = 0.0, reason: str = ENGINE_ERROR) -> Completion:
+        return cls(choices=(), prompt_tokens=0, latency_s=latency_s, error=error, reason=reason)
 
 
 @dataclass
@@ -163,6 +170,11 @@ class Engine(ABC):
     def identity(self) -> str:
         return f"{self.backend}:{self.model_id}@{self.revision or 'unpinned'}"
 
+    @property
+    def cache_salt(self) -> str | None:
+        """What else, beyond model, revision and request, decides the answers (None: nothing)."""
+        return None
+
     def __enter__(self) -> Engine:
         return self
 
@@ -181,7 +193,9 @@ class InProcessEngine(Engine):
         self._lock = threading.Lock()
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        raise_if_stopped()
         with self._lock:
+            raise_if_stopped()  # the wait for the model may have outlasted a stop request
             return self._generate_all(requests)
 
     @abstractmethod

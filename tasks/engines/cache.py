@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tasks.config import alignforge_home
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
-from tasks.engines.packaged import alignforge_home
 
 
 def default_cache_path() -> Path:
@@ -53,6 +53,8 @@ class CachedEngine(Engine):
 
     def key(self, request: ChatRequest) -> str:
         identity = [self.inner.backend, self.inner.model_id, self.inner.revision, request.cache_key()]
+        if self.inner.cache_salt is not None:  # e.g. the embedding classifier's label texts
+            identity.append(self.inner.cache_salt)
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:

@@ -1,4 +1,6 @@
-"""Closed-choice answers by log-likelihood, shared by the backends that see token logprobs.
+"""Closed-choice answers by log-likelihood: the transformers backend, which scores every label
+on the prompt's shared KV cache. (vLLM answers a closed choice with one constrained request
+instead: constrained_choice.)
 
 A label is scored as the assistant's complete answer: the summed log-probability of the
 label's tokens followed by the end-of-turn token, after the chat-templated prompt. The
@@ -12,16 +14,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from tasks.engines.base import ChatRequest, Choice, Message
-
-
-def chat_prompt(tokenizer: Any, messages: Sequence[Message], prefill: str = "") -> str:
-    """The chat-templated prompt text up to the assistant's turn (plus any prefilled answer start)."""
-    conversation = [{"role": m.role, "content": m.content} for m in messages]
-    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) + prefill
+from tasks.engines.base import ChatRequest, Choice
 
 
 def label_continuation(tokenizer: Any, label: str) -> list[int]:

@@ -1,16 +1,23 @@
-"""The OpenAI-compatible HTTP backend: OpenAI, a vLLM server, or our own openai_server.
+"""The OpenAI-compatible HTTP backend: OpenAI, a vLLM server, or the tests' server
+(tests/engines/openai_server.py).
 
 Requests go out concurrently (at most `max_in_flight` at once) and are retried with
-exponential backoff and jitter on 408/409/429/5xx, timeouts and connection errors, honouring
-Retry-After. A request that still fails comes back as a Completion with `error` set.
+exponential backoff and jitter on 408/409/429/5xx, timeouts, connection errors and answers
+that are not JSON, honouring Retry-After. A request that still fails, or fails in any other
+way, comes back as a Completion with `error` set: one request never sinks the batch.
+
+A server whose chat template refuses a system turn (Gemma's: HTTP 400 "System role not
+supported") gets the request again with the system text folded into the first user turn, and
+every later request of this engine goes folded from the start.
 
 Closed choices use vLLM's `structured_outputs: {"choice": [...]}` extension, so they need a
 vLLM-compatible server (OpenAI's own API rejects the field with a 400, which then surfaces as
 the Completion's error). The answer is also checked against the set here. Per-choice
-probabilities are estimated from the first answer token's `top_logprobs`: each label takes the
-logprob of the longest listed token that begins it, a label with no such token takes the
-lowest listed logprob (an upper bound), and the result is normalised over the labels. That is
-exact where a server lists whole labels (our server does) and a first-token estimate elsewhere.
+probabilities come from the answer's token logprobs, which vLLM computes after the choice
+grammar's mask: constrained_choice multiplies the conditionals along the answer's tokens and
+shares the tokens beside them out to the labels they lead to, so labels that share a first
+token ("Social harm", "Social bias") are told apart. A server that lists whole labels as single
+tokens (the tests' server) is read the same way.
 
 The API key is read from the environment variable `api_key_env` (default OPENAI_API_KEY) when
 a batch starts; it is never stored on the engine, logged, or put into an error message.
@@ -28,8 +35,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tasks.engines.base import ChatRequest, Choice, Completion, Engine
-from tasks.engines.choice_scoring import normalise_over_choices
+from tasks.engines.base import ENGINE_ERROR, ChatRequest, Choice, Completion, Engine
+from tasks.engines.chat_template import fold_system_into_user
+from tasks.engines.constrained_choice import label_logprobs, most_probable_at_temperature_zero
+from tasks.stopping import raise_if_stopped
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
@@ -52,21 +61,19 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, moment.timestamp() - time.time())
 
 
-def estimate_choice_logprobs(choices: Sequence[str], logprobs: dict[str, Any] | None) -> dict[str, float] | None:
-    """Per-label log-probabilities from the first answer token's top_logprobs (see module doc)."""
+def choice_logprobs_of(choices: Sequence[str], logprobs: dict[str, Any] | None) -> dict[str, float] | None:
+    """Per-label log-probabilities from an answer's OpenAI-shaped token logprobs (see module doc)."""
     content = (logprobs or {}).get("content") or []
-    top = content[0].get("top_logprobs") if content else None
-    if not top:
+    if not content:
         return None
-    listed = [(entry["token"].strip(), entry["logprob"]) for entry in top if entry["token"].strip()]
-    if not listed:
-        return None
-    floor = min(logprob for _, logprob in listed)
-    scores = {}
-    for label in choices:
-        starts = [(len(token), logprob) for token, logprob in listed if label.startswith(token)]
-        scores[label] = max(starts)[1] if starts else floor
-    return normalise_over_choices(scores)
+    steps = [(entry["token"], entry["logprob"], [(top["token"], top["logprob"]) for top in entry.get("top_logprobs") or ()])
+             for entry in content]
+    return label_logprobs(choices, steps)
+
+
+def refuses_system_role(status: int, message: str) -> bool:
+    """A 400 whose message blames the system role: the model's chat template refused it."""
+    return status == 400 and "system" in message.lower()
 
 
 def choice_schema(choices: Sequence[str]) -> dict[str, Any]:
@@ -112,6 +119,7 @@ class OpenAIEngine(Engine):
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.fold_system = False  # learnt from the server: its chat template refuses a system turn
 
     def __repr__(self) -> str:
         return f"OpenAIEngine(model_id={self.model_id!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
@@ -138,7 +146,11 @@ class OpenAIEngine(Engine):
         slots = asyncio.Semaphore(self.max_in_flight)
         async with httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=self.timeout_s,
                                      limits=limits) as client:
-            completions = await asyncio.gather(*(self._complete(client, slots, r) for r in requests))
+            outcomes = await asyncio.gather(*(self._complete(client, slots, r) for r in requests),
+                                            return_exceptions=True)
+        completions = [outcome if isinstance(outcome, Completion)
+                       else Completion.failed(f"the request failed: {type(outcome).__name__}: {outcome}"[:500])
+                       for outcome in outcomes]
         if api_key:  # belt and braces: no server echo of the key survives into an error message
             completions = [c if c.error is None or api_key not in c.error
                            else Completion.failed(c.error.replace(api_key, "[redacted]"), c.latency_s)
@@ -147,8 +159,9 @@ class OpenAIEngine(Engine):
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         sampling = request.sampling
+        messages = fold_system_into_user(request.messages) if self.fold_system else request.messages
         body: dict[str, Any] = {
-            "model": self.model_id, "messages": [m.model_dump() for m in request.messages],
+            "model": self.model_id, "messages": [m.model_dump() for m in messages],
             "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
             "n": sampling.n,
         }
@@ -173,19 +186,29 @@ class OpenAIEngine(Engine):
         import httpx
 
         started = time.perf_counter()
+        folded = self.fold_system
         body = self._body(request)
         reason = "no attempt made"
         for attempt in range(self.max_retries + 1):
             try:
                 async with slots:
+                    raise_if_stopped()  # requests still queued behind the slots never go out
                     response = await client.post("/chat/completions", json=body)
                 if response.status_code in RETRYABLE_STATUS:
                     raise _Retryable(f"HTTP {response.status_code}",
                                      _retry_after_seconds(response.headers.get("retry-after")))
                 if response.status_code != 200:
-                    return Completion.failed(f"HTTP {response.status_code}: {self._error_text(response)}",
-                                             time.perf_counter() - started)
-                return self._parse(request, response.json(), time.perf_counter() - started)
+                    message = self._error_text(response)
+                    if not folded and refuses_system_role(response.status_code, message) and any(
+                            m.role == "system" for m in request.messages):
+                        self.fold_system = True  # for this request again, and every one after it
+                        return await self._complete(client, slots, request)
+                    return Completion.failed(f"HTTP {response.status_code}: {message}", time.perf_counter() - started)
+                try:
+                    data = response.json()
+                except ValueError as garbled:  # a body cut short on the way: ask again
+                    raise _Retryable(f"the answer was not JSON ({garbled})") from garbled
+                return self._parse(request, data, time.perf_counter() - started)
             except _Retryable as retryable:
                 reason, wait_s = str(retryable), retryable.wait_s
             except httpx.TimeoutException as timeout:
@@ -226,10 +249,10 @@ class OpenAIEngine(Engine):
                 text = answer_field(text)
             if request.choices is not None:
                 if text.strip() in request.choices:
-                    text = text.strip()
+                    choice_logprobs = choice_logprobs_of(request.choices, raw.get("logprobs"))
+                    text = most_probable_at_temperature_zero(request, text.strip(), choice_logprobs)
                 else:
                     outside_set.append(text)
-                choice_logprobs = estimate_choice_logprobs(request.choices, raw.get("logprobs"))
             finish = raw.get("finish_reason")
             choices.append(Choice(text=text, finish_reason="length" if finish == "length" else "stop",
                                   completion_tokens=tokens, choice_logprobs=choice_logprobs))
@@ -237,4 +260,4 @@ class OpenAIEngine(Engine):
         if not choices:
             error = "the server returned no choices"
         return Completion(choices=tuple(choices), prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                          latency_s=latency_s, error=error)
+                          latency_s=latency_s, error=error, reason=ENGINE_ERROR if error else None)

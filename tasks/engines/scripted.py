@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from tasks.engines.base import ChatRequest, Choice, Completion, Engine
+from tasks.stopping import raise_if_stopped
 
 # A scripted answer is the text to return, or a whole Completion (for errors and truncation).
 Answer = str | Completion
@@ -55,6 +56,7 @@ class ScriptedEngine(Engine):
         return Completion.failed(f"no scripted answer matches the message {message[:80]!r}")
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+        raise_if_stopped()
         started = time.perf_counter()
         completions = [self._complete(request, self._answer_for(request)) for request in requests]
         self.usage.record(completions, time.perf_counter() - started)

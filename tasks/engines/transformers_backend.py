@@ -1,7 +1,10 @@
 """The transformers backend: any causal LM `from_pretrained` can load, on CPU or GPU.
 
-Requests are batched with left padding in chunks of `batch_size` rows. Closed choices are
-scored by log-likelihood (see choice_scoring): one forward pass over the chunk's prompts,
+Each request is rendered and counted alone (chat_template.encode_prompt): one whose template
+raises or whose prompt plus answer exceed the context fails by itself, before the batch; a
+system turn is folded into the first user turn where the template refuses one. Requests are
+batched with left padding in chunks of `batch_size` rows. Closed choices are scored by
+log-likelihood (see choice_scoring): one forward pass over the chunk's prompts,
 whose KV cache is then shared by every (prompt, label) pair in a second pass, so a long
 prompt is computed once however many labels it has. JSON-schema requests are generated
 with the assistant turn prefilled with `{`; validating the JSON is the calling step's job.
@@ -12,8 +15,8 @@ add up to the time spent.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -21,8 +24,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from tasks.engines.base import ChatRequest, Choice, Completion, InProcessEngine, SamplingParams
-from tasks.engines.choice_scoring import chat_prompt, choices_from_scores, label_continuation
+from tasks.engines.chat_template import accepts_system_role, encode_prompt
+from tasks.engines.choice_scoring import choices_from_scores, label_continuation
 from tasks.engines.packaged import is_packaged, resolve_packaged
+from tasks.stopping import raise_if_stopped, stop_requested
 
 JSON_PREFILL = "{"  # small models drift into prose; starting the answer at `{` keeps them on JSON
 
@@ -81,6 +86,7 @@ class TransformersEngine(InProcessEngine):
         ).to(self.device)
         self.model.eval()
         self.context_length = max_model_len or getattr(self.model.config, "max_position_embeddings", None)
+        self.fold_system = not accepts_system_role(self.tokenizer)
         generation_stops = self.model.generation_config.eos_token_id
         if isinstance(generation_stops, int):
             generation_stops = [generation_stops]
@@ -99,11 +105,13 @@ class TransformersEngine(InProcessEngine):
                 open_groups[(request.sampling.model_copy(update={"seed": None}), request.json_schema is not None)].append(i)
 
         for chunk in _chunks(closed, self.batch_size):
+            raise_if_stopped()
             for i, completion in zip(chunk, self._score_choices([requests[i] for i in chunk]), strict=True):
                 results[i] = completion
         for (sampling, wants_json), indices in open_groups.items():
             rows_per_request = sampling.n if sampling.temperature > 0 else 1
             for chunk in _chunks(indices, max(1, self.batch_size // rows_per_request)):
+                raise_if_stopped()
                 batch = [requests[i] for i in chunk]
                 completions = self._generate(batch, _batch_sampling(sampling, batch), JSON_PREFILL if wants_json else "")
                 for i, completion in zip(chunk, completions, strict=True):
@@ -127,16 +135,15 @@ class TransformersEngine(InProcessEngine):
 
     def _generate(self, batch: list[ChatRequest], sampling: SamplingParams, prefill: str) -> list[Completion]:
         import torch
+        from transformers import StoppingCriteriaList
 
         started = time.perf_counter()
-        texts = [chat_prompt(self.tokenizer, r.messages, prefill) for r in batch]
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-        too_long = {j for j, n in enumerate(lengths) if not self._fits(n + sampling.max_tokens)}
-        runnable = [j for j in range(len(batch)) if j not in too_long]
+        encoded = [self._encode(r, sampling.max_tokens, prefill) for r in batch]
+        runnable = [j for j, ids in enumerate(encoded) if not isinstance(ids, Completion)]
         outputs: dict[int, tuple[Choice, ...]] = {}
         if runnable:
-            encoded = self.tokenizer([texts[j] for j in runnable], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.device)
+            padded = self.tokenizer.pad({"input_ids": [encoded[j] for j in runnable]},
+                                        return_tensors="pt").to(self.device)
             sample = sampling.temperature > 0
             rows_per_request = sampling.n if sample else 1
             options: dict[str, Any] = {
@@ -148,8 +155,10 @@ class TransformersEngine(InProcessEngine):
                 # top_k=0: only temperature and top_p shape the distribution, as in vLLM and OpenAI.
                 options |= {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
             with self._seeded(sampling.seed), torch.inference_mode():
-                generated = self.model.generate(**encoded, **options)
-            new_tokens = generated[:, encoded["input_ids"].shape[1]:].tolist()
+                generated = self.model.generate(**padded, **options,
+                                               stopping_criteria=StoppingCriteriaList([_StopRequested()]))
+            raise_if_stopped()  # a stopped generate() returns cut-off answers: never use them
+            new_tokens = generated[:, padded["input_ids"].shape[1]:].tolist()
             for position, j in enumerate(runnable):
                 rows = new_tokens[position * rows_per_request:(position + 1) * rows_per_request]
                 decoded = tuple(self._decode(row, prefill) for row in rows)
@@ -157,10 +166,14 @@ class TransformersEngine(InProcessEngine):
                 outputs[j] = decoded if sample else decoded * sampling.n
         latency = (time.perf_counter() - started) / len(batch)
         return [
-            Completion.failed(self._too_long_message(lengths[j] + sampling.max_tokens), latency) if j in too_long
-            else Completion(choices=outputs[j], prompt_tokens=lengths[j], latency_s=latency)
-            for j in range(len(batch))
+            Completion(choices=outputs[j], prompt_tokens=len(ids), latency_s=latency)
+            if not isinstance(ids, Completion) else dataclasses.replace(ids, latency_s=latency)
+            for j, ids in enumerate(encoded)
         ]
+
+    def _encode(self, request: ChatRequest, answer_tokens: int, prefill: str = "") -> list[int] | Completion:
+        return encode_prompt(self.tokenizer, request.messages, fold_system=self.fold_system,
+                             context_length=self.context_length, answer_tokens=answer_tokens, prefill=prefill)
 
     def _decode(self, tokens: list[int], prefill: str) -> Choice:
         stop_at = next((k for k, token in enumerate(tokens) if token in self.stop_token_ids), None)
@@ -188,36 +201,32 @@ class TransformersEngine(InProcessEngine):
 
     def _score_choices(self, batch: list[ChatRequest]) -> list[Completion]:
         started = time.perf_counter()
-        prompts = [chat_prompt(self.tokenizer, r.messages) for r in batch]
-        prompt_ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         labels = [{label: label_continuation(self.tokenizer, label) for label in r.choices or ()} for r in batch]
-        problems: dict[int, str] = {}
-        for j, request_labels in enumerate(labels):
-            longest = max((len(ids) for ids in request_labels.values()), default=0)
-            if not request_labels:
-                problems[j] = "a closed-choice request needs at least one choice"
-            elif not self._fits(len(prompt_ids[j]) + longest):
-                problems[j] = self._too_long_message(len(prompt_ids[j]) + longest)
-        runnable = [j for j in range(len(batch)) if j not in problems]
-        scores = self._label_logprobs([prompts[j] for j in runnable], [labels[j] for j in runnable]) if runnable else []
+        encoded: list[list[int] | Completion] = [
+            self._encode(request, max(len(ids) for ids in request_labels.values())) if request_labels
+            else Completion.failed("a closed-choice request needs at least one choice")
+            for request, request_labels in zip(batch, labels, strict=True)
+        ]
+        runnable = [j for j, ids in enumerate(encoded) if not isinstance(ids, Completion)]
+        scores = self._label_logprobs([encoded[j] for j in runnable], [labels[j] for j in runnable]) if runnable else []
         by_request = dict(zip(runnable, scores, strict=True))
         latency = (time.perf_counter() - started) / len(batch)
         completions = []
-        for j, request in enumerate(batch):
-            if j in problems:
-                completions.append(Completion.failed(problems[j], latency))
+        for j, (request, ids) in enumerate(zip(batch, encoded, strict=True)):
+            if isinstance(ids, Completion):
+                completions.append(dataclasses.replace(ids, latency_s=latency))
                 continue
-            counts = {label: len(ids) for label, ids in labels[j].items()}
+            counts = {label: len(label_ids) for label, label_ids in labels[j].items()}
             completions.append(Completion(choices=choices_from_scores(request, by_request[j], counts),
-                                          prompt_tokens=len(prompt_ids[j]), latency_s=latency))
+                                          prompt_tokens=len(ids), latency_s=latency))
         return completions
 
-    def _label_logprobs(self, prompts: list[str], labels: list[dict[str, list[int]]]) -> list[dict[str, float]]:
+    def _label_logprobs(self, prompts: list[list[int]], labels: list[dict[str, list[int]]]) -> list[dict[str, float]]:
         """Summed log-probability of every label continuation after its prompt, in two passes:
         the prompts once (left-padded), then all (prompt, label) pairs on the shared KV cache."""
         import torch
 
-        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        encoded = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.device)
         prompt_mask = encoded["attention_mask"]
         pairs = [(j, label, ids) for j, request_labels in enumerate(labels) for label, ids in request_labels.items()]
         width = max(len(ids) for _, _, ids in pairs)
@@ -254,12 +263,6 @@ class TransformersEngine(InProcessEngine):
             scores[j][label] = value
         return scores
 
-    def _fits(self, total_tokens: int) -> bool:
-        return self.context_length is None or total_tokens <= self.context_length
-
-    def _too_long_message(self, total_tokens: int) -> str:
-        return f"prompt plus answer need {total_tokens} tokens; the model takes at most {self.context_length}"
-
 
 def _batch_sampling(sampling: SamplingParams, batch: Sequence[ChatRequest]) -> SamplingParams:
     """One seed for a batch, derived from its requests' seeds: the same batch (a rerun, a
@@ -269,3 +272,13 @@ def _batch_sampling(sampling: SamplingParams, batch: Sequence[ChatRequest]) -> S
         return sampling
     digest = hashlib.sha256(repr(seeds).encode()).digest()
     return sampling.model_copy(update={"seed": int.from_bytes(digest[:4], "big") % (2**31 - 1)})
+
+
+class _StopRequested:
+    """A generate() stopping criterion: ends the batch at the next token once a stop is requested
+    (a SmolLM2 batch on 2 cores runs for seconds to minutes)."""
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)

@@ -1,16 +1,20 @@
 """The vLLM backend: in-process `vllm.LLM`, the throughput path for real-size models on GPUs.
 
-Open requests go through one batched `LLM.chat` call with per-request SamplingParams; JSON
-schema requests are constrained by vLLM's structured outputs
-(`SamplingParams(structured_outputs=StructuredOutputsParams(json=schema))`, the API since
-vLLM 0.12 replaced the `guided_*` fields).
+Every request is rendered here, one at a time, by the model's chat template (a system turn
+folded into the first user turn where the template refuses one: chat_template), and counted
+by the model's tokenizer: a request whose template raises, or whose prompt plus answer would
+not fit `max_model_len`, fails alone before the batch (`template_error`, `prompt_too_long`).
+The rest go to vLLM as token ids in one `LLM.generate` call with per-request SamplingParams;
+should vLLM still refuse that batch, its requests are retried one by one, so only the
+offending ones fail.
 
-Closed choices are scored exactly as the transformers backend scores them (choice_scoring):
-each (prompt, label + end-of-turn) pair is one prompt with `prompt_logprobs=0`, which
-returns the logprob of every prompt token, and the label tokens' logprobs are summed. So a
-profile can move a step from transformers to vLLM without changing what the probabilities
-mean. The cost: vLLM recomputes the prompt for every label (prompt logprobs bypass its prefix
-cache), i.e. one prefill per label rather than per request.
+JSON-schema requests are constrained by structured outputs
+(`StructuredOutputsParams(json=schema)`, the API since vLLM 0.12 replaced the `guided_*`
+fields). Closed choices are one constrained request each (`StructuredOutputsParams(choice=
+labels)`) with top logprobs, from which constrained_choice reads every label's probability:
+one prefill per prompt, whose system part (the taxonomy) vLLM's prefix cache shares across
+the prompts of a dimension. (Scoring each label as its own prompt with prompt logprobs cost
+one uncached prefill per label: vLLM skips the prefix cache for prompt logprobs.)
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks.engines.base import ChatRequest, Choice, Completion, InProcessEngine
-from tasks.engines.choice_scoring import chat_prompt, choices_from_scores, label_continuation
+from tasks.engines.chat_template import accepts_system_role, encode_prompt
+from tasks.engines.constrained_choice import Step, label_logprobs, most_probable_at_temperature_zero
 from tasks.engines.packaged import is_packaged, resolve_packaged
 
 VLLM_MISSING = "the vllm backend needs vLLM: pip install 'alignforge[vllm]' (on a CUDA machine)"
 FINISH_REASONS = {"stop": "stop", "length": "length"}
+TOP_LOGPROBS = 20  # vLLM's default max_logprobs; mass beyond the listed tokens is spread (constrained_choice)
 
 
 def _import_vllm() -> Any:
@@ -34,6 +40,12 @@ def _import_vllm() -> Any:
     except ImportError as missing:
         raise ImportError(VLLM_MISSING) from missing
     return vllm
+
+
+def choice_answer_tokens(choices: Sequence[str]) -> int:
+    """Tokens a constrained label answer can take: the grammar lets the model spell a label in
+    any tokenization, one byte per token at worst, then end-of-turn."""
+    return max(len(label.encode()) for label in choices) + 1
 
 
 class VLLMEngine(InProcessEngine):
@@ -61,86 +73,104 @@ class VLLMEngine(InProcessEngine):
         self.llm = vllm.LLM(
             model=source, revision=load_revision, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-            enforce_eager=enforce_eager, seed=seed,
+            enforce_eager=enforce_eager, seed=seed, enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.fold_system = not accepts_system_role(self.tokenizer)
         self.usage.load_seconds = time.perf_counter() - started
 
     def _generate_all(self, requests: Sequence[ChatRequest]) -> list[Completion]:
         started = time.perf_counter()
-        closed = [i for i, r in enumerate(requests) if r.choices is not None]
-        open_ = [i for i, r in enumerate(requests) if r.choices is None]
-        results: dict[int, Completion] = {}
-        if open_:
-            results.update(zip(open_, self._chat([requests[i] for i in open_]), strict=True))
-        if closed:
-            results.update(zip(closed, self._score_choices([requests[i] for i in closed]), strict=True))
-        completions = [results[i] for i in range(len(requests))]
+        refused: dict[int, Completion] = {}
+        prompts: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            encoded = self._encode(request)
+            if isinstance(encoded, Completion):
+                refused[i] = encoded
+            else:
+                prompts[i] = encoded
+        outputs = dict(zip(prompts, self._run([(requests[i], ids) for i, ids in prompts.items()]), strict=True))
+        latency = (time.perf_counter() - started) / max(1, len(requests))  # one batched call: its time, shared out
+        completions = [refused[i] if i in refused else self._complete(request, outputs[i], latency)
+                       for i, request in enumerate(requests)]
         self.usage.record(completions, time.perf_counter() - started)
         return completions
+
+    def _encode(self, request: ChatRequest) -> list[int] | Completion:
+        if request.choices is not None and not request.choices:
+            return Completion.failed("a closed-choice request needs at least one choice")
+        return encode_prompt(self.tokenizer, request.messages, fold_system=self.fold_system,
+                             context_length=self.max_model_len, answer_tokens=self._answer_tokens(request))
+
+    @staticmethod
+    def _answer_tokens(request: ChatRequest) -> int:
+        return choice_answer_tokens(request.choices) if request.choices else request.sampling.max_tokens
 
     def _sampling_params(self, request: ChatRequest) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
         sampling = request.sampling
-        structured = StructuredOutputsParams(json=request.json_schema) if request.json_schema is not None else None
+        structured, logprobs = None, None
+        if request.json_schema is not None:
+            structured = StructuredOutputsParams(json=request.json_schema)
+        elif request.choices:
+            structured = StructuredOutputsParams(choice=list(request.choices))
+            logprobs = min(TOP_LOGPROBS, len(request.choices))
         return SamplingParams(
-            # vLLM refuses n > 1 at temperature 0; the one greedy answer is copied n times in _chat.
+            # vLLM refuses n > 1 at temperature 0; the one greedy answer is copied n times in _complete.
             n=sampling.n if sampling.temperature > 0 else 1, temperature=sampling.temperature,
-            top_p=sampling.top_p, max_tokens=sampling.max_tokens, repetition_penalty=sampling.repetition_penalty,
-            seed=sampling.seed, structured_outputs=structured,
+            top_p=sampling.top_p, max_tokens=self._answer_tokens(request),
+            repetition_penalty=sampling.repetition_penalty, seed=sampling.seed, structured_outputs=structured,
+            logprobs=logprobs,
         )
 
-    def _chat(self, batch: list[ChatRequest]) -> list[Completion]:
-        started = time.perf_counter()
-        conversations = [[m.model_dump() for m in r.messages] for r in batch]
-        outputs = self.llm.chat(conversations, sampling_params=[self._sampling_params(r) for r in batch],
-                                use_tqdm=False)
-        latency = (time.perf_counter() - started) / len(batch)  # one batched call: its time, shared out
-        completions = []
-        for request, output in zip(batch, outputs, strict=True):
-            choices = tuple(
-                Choice(text=sample.text, finish_reason=FINISH_REASONS.get(sample.finish_reason or "", "error"),
-                       completion_tokens=len(sample.token_ids))
-                for sample in output.outputs
-            )
-            if request.sampling.temperature == 0:
-                choices = choices * request.sampling.n
-            completions.append(Completion(choices=choices, prompt_tokens=len(output.prompt_token_ids or ()),
-                                          latency_s=latency))
-        return completions
+    def _run(self, batch: list[tuple[ChatRequest, list[int]]]) -> list[Any]:
+        """vLLM's output per request, or the exception that request alone raised."""
+        if not batch:
+            return []
+        try:
+            return self._vllm_generate(batch)
+        except Exception:  # vLLM validates requests as it adds them: find the ones it refuses
+            return [self._run_alone(item) for item in batch]
 
-    def _score_choices(self, batch: list[ChatRequest]) -> list[Completion]:
-        from vllm import SamplingParams
+    def _run_alone(self, item: tuple[ChatRequest, list[int]]) -> Any:
+        try:
+            return self._vllm_generate([item])[0]
+        except Exception as error:
+            return error
+
+    def _vllm_generate(self, batch: list[tuple[ChatRequest, list[int]]]) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
-        started = time.perf_counter()
-        rows: list[tuple[int, str, int, list[int]]] = []  # (request, label, prompt length, label tokens)
-        prompt_lengths = []
-        for j, request in enumerate(batch):
-            prompt_ids = self.tokenizer(chat_prompt(self.tokenizer, request.messages),
-                                        add_special_tokens=False)["input_ids"]
-            prompt_lengths.append(len(prompt_ids))
-            rows.extend((j, label, len(prompt_ids), prompt_ids + label_continuation(self.tokenizer, label))
-                        for label in request.choices or ())
-        # max_tokens=1: vLLM must sample something; the one sampled token is ignored.
-        scoring = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, _, ids in rows],
-                                    sampling_params=scoring, use_tqdm=False) if rows else []
-        summed: list[dict[str, float]] = [{} for _ in batch]
-        counts: list[dict[str, int]] = [{} for _ in batch]
-        for (j, label, start, ids), output in zip(rows, outputs, strict=True):
-            # prompt_logprobs[k] holds the logprob of token k given tokens < k (entry 0 is None).
-            summed[j][label] = sum(output.prompt_logprobs[k][ids[k]].logprob for k in range(start, len(ids)))
-            counts[j][label] = len(ids) - start
-        latency = (time.perf_counter() - started) / len(batch)
-        return [
-            Completion(choices=choices_from_scores(request, summed[j], counts[j]), prompt_tokens=prompt_lengths[j],
-                       latency_s=latency)
-            if request.choices else Completion.failed("a closed-choice request needs at least one choice", latency)
-            for j, request in enumerate(batch)
-        ]
+        return self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, ids in batch],
+                                 sampling_params=[self._sampling_params(request) for request, _ in batch],
+                                 use_tqdm=False)
+
+    def _complete(self, request: ChatRequest, output: Any, latency: float) -> Completion:
+        if isinstance(output, Exception):
+            return Completion.failed(f"vLLM refused the request: {type(output).__name__}: {output}"[:500], latency)
+        choices = tuple(self._choice(request, sample) for sample in output.outputs)
+        if request.sampling.temperature == 0:
+            choices = choices * request.sampling.n
+        completion = Completion(choices=choices, prompt_tokens=len(output.prompt_token_ids or ()), latency_s=latency)
+        if request.choices and any(choice.choice_logprobs is None for choice in choices):
+            return Completion.failed(f"the constrained answer {choices[0].text[:80]!r} is not a whole label", latency)
+        return completion
+
+    def _choice(self, request: ChatRequest, sample: Any) -> Choice:
+        text, distribution = sample.text, None
+        if request.choices:
+            steps: list[Step] = [
+                (top[token].decoded_token or "", top[token].logprob,
+                 [(entry.decoded_token or "", entry.logprob) for entry in top.values()])
+                for token, top in zip(sample.token_ids, sample.logprobs or (), strict=True)
+            ]
+            distribution = label_logprobs(request.choices, steps)
+            text = most_probable_at_temperature_zero(request, text, distribution)
+        return Choice(text=text, finish_reason=FINISH_REASONS.get(sample.finish_reason or "", "error"),
+                      completion_tokens=len(sample.token_ids), choice_logprobs=distribution)
 
     def close(self) -> None:
         """Free the GPU for the next stage: stop the engine core, drop the model, tear down

@@ -21,7 +21,9 @@ import pyarrow as pa
 from schemas.profile import EngineConfig, Profile
 from schemas.spec import DatasetSpec
 from tasks.engines.base import EngineUsage
-from tasks.planning.plan import TokenCounter, shard_loads, token_cost
+from tasks.planning.loads import token_cost
+from tasks.planning.plan import shard_loads
+from tasks.planning.tokens import TokenCounter
 
 
 @dataclass

@@ -14,10 +14,11 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData
 
-from schemas.manifest import Manifest
+from schemas.manifest import SOURCE_KIND_IMPORT, Manifest, SourceFingerprint
 from schemas.spec import DatasetSpec
 from schemas.taxonomy import Taxonomy
-from tasks.release.store import DATA_FOLDER
+from tasks.dedup.near_duplicates import describe_rule
+from tasks.release.layout import DATA_FOLDER
 
 # The Hub's size buckets (datasets/utils/resources/size_categories.json), by upper bound.
 _SIZE_BUCKETS = [
@@ -54,12 +55,11 @@ def _configs_default_first(manifest: Manifest) -> list[str]:
     return sorted(manifest.splits, key=lambda config: config != _DEFAULT_CONFIG)
 
 
-def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
+def card_metadata(manifest: Manifest, spec: DatasetSpec, task_categories: Iterable[str] = ()) -> DatasetCardData:
     """The YAML front matter: licence, tasks, size, and one ``configs`` entry per config."""
     largest_config = max((sum(splits.values()) for splits in manifest.splits.values()), default=0)
-    task_categories = ["text-classification"]  # every prompt carries domain labels
-    if spec.responses.mode in ("hhh", "aligned_misaligned"):
-        task_categories.append("text-generation")
+    # Every prompt carries domain labels; the kind of Stage II adds its own categories.
+    task_categories = list(dict.fromkeys(["text-classification", *task_categories]))
     configs = []
     for config in _configs_default_first(manifest):
         entry: dict[str, Any] = {
@@ -71,7 +71,6 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
         if config == _DEFAULT_CONFIG:
             entry["default"] = True
         configs.append(entry)
-    source = spec.source.real
     # The Hub asks for a licence id and a link when the licence is not a standard one.
     custom_licence = (
         {"license_name": f"{spec.name.replace('_', '-')}-source-terms", "license_link": _source_link(spec)}
@@ -88,7 +87,8 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
         multilinguality="monolingual",
         task_categories=task_categories,
         size_categories=[size_category(largest_config)],
-        source_datasets=[f"extended|{source.hub_id}" if source.hub_id else f"extended|{spec.source.name}"],
+        # Only a build that read a hub dataset extends it; a sample or file build names its source in the body.
+        source_datasets=[f"extended|{hub_dataset_read(manifest.source)}"] if manifest.source.kind == "hub" else None,
         annotations_creators=["machine-generated"],
         language_creators=["found", "machine-generated"] if spec.expansion.enabled else ["found"],
         tags=list(dict.fromkeys(tags)),
@@ -99,7 +99,9 @@ def card_metadata(manifest: Manifest, spec: DatasetSpec) -> DatasetCardData:
 
 def _source_link(spec: DatasetSpec) -> str:
     real = spec.source.real
-    return f"https://huggingface.co/datasets/{real.hub_id}" if real.hub_id else str(real.url)
+    if real.hub_id:
+        return f"https://huggingface.co/datasets/{real.hub_id}"
+    return real.homepage or real.url or str(real.path)
 
 
 def render_card(
@@ -108,12 +110,14 @@ def render_card(
     taxonomies: Mapping[str, Taxonomy],
     *,
     repo_id: str | None = None,
+    task_categories: Iterable[str] = (),
 ) -> str:
     """The README.md of one version.
 
     ``spec`` is the spec this build ran with (after the profile's overrides);
     ``taxonomies`` maps each dimension name to its resolved taxonomy (as the build's
-    step context does); ``repo_id``, when known, goes into the loading snippet.
+    step context does); ``repo_id``, when known, goes into the loading snippet;
+    ``task_categories`` are those of its kind of Stage II, beside text classification.
     """
     missing = [d.name for d in spec.dimensions if d.name not in taxonomies]
     if missing:
@@ -124,23 +128,23 @@ def render_card(
                 f"manifest.domain_counts[{dimension!r}] has keys {sorted(counts)}; the manifest schema "
                 f"expects {_BEFORE!r}, {_AFTER!r} and {_PUBLISHED!r}"
             )
+    # An imported release was not built here: no expansion, models, parameters or choices of ours to report.
+    built = manifest.source.kind != SOURCE_KIND_IMPORT
     sections = [
         _summary(manifest, spec),
         _sample_warning(manifest, spec),
+        _import_notice(manifest),
         _paper_and_source(manifest, spec),
         *(_taxonomy_section(manifest, d.name, taxonomies[d.name]) for d in spec.dimensions),
-        _expansion_section(manifest, spec),
-        _dedup_and_leakage(manifest, spec),
+        *([_expansion_section(manifest, spec), _dedup_and_leakage(manifest, spec)] if built else []),
         _stage_section(manifest),
-        _models_section(manifest),
-        _parameters_section(spec),
-        _open_choices_section(manifest),
+        *([_models_section(manifest), _parameters_section(spec), _open_choices_section(manifest)] if built else []),
         _loading_section(manifest, repo_id),
         _files_section(manifest),
         _reproduce_section(manifest),
     ]
     body = "\n\n".join(section for section in sections if section)
-    return f"---\n{card_metadata(manifest, spec).to_yaml()}\n---\n\n{body}\n"
+    return f"---\n{card_metadata(manifest, spec, task_categories).to_yaml()}\n---\n\n{body}\n"
 
 
 # ---- markdown helpers ------------------------------------------------------------------
@@ -187,20 +191,39 @@ def _summary(manifest: Manifest, spec: DatasetSpec) -> str:
     return (
         f"# {spec.title}\n\n{spec.description.strip()}\n\n"
         f"Version `{manifest.version}` of `{manifest.dataset}`, built {manifest.created_at} by alignforge "
-        f"{manifest.alignforge_version} with profile `{manifest.profile}` in {manifest.wall_seconds:,.0f} s."
+        f"{manifest.alignforge_version}{_code_origin(manifest)} with profile `{manifest.profile}` in "
+        f"{manifest.wall_seconds:,.0f} s."
         f"{paper_size}\n\n" + _table(["config", "split", "rows"], rows)
     )
+
+
+def _code_origin(manifest: Manifest) -> str:
+    return f" (git commit `{manifest.git_commit}`)" if manifest.git_commit else ""
 
 
 def _sample_warning(manifest: Manifest, spec: DatasetSpec) -> str:
     if manifest.source.kind != "sample":
         return ""
-    real = spec.source.real.hub_id or spec.source.real.url
+    real = spec.source.real.where
     return (
         "> **This is a synthetic-sample build, not the real dataset.** It was built from the small sample "
         f"`{manifest.source.location}` bundled with alignforge instead of the real source ({real}), under "
         f"profile `{manifest.profile}`. It shows the format and the pipeline; its rows and numbers are not "
         f"{spec.title} and must not be compared with the paper."
+    )
+
+
+def _import_notice(manifest: Manifest) -> str:
+    if manifest.source.kind != SOURCE_KIND_IMPORT:
+        return ""
+    return (
+        "> **This version is the authors' own release, imported, not built by alignforge.** It holds the rows "
+        f"of `{manifest.source.location}` (sha256 `{manifest.source.sha256}`) in the layout of alignforge's "
+        "builds, so benchmarks and `alignforge diff` treat it as one. `domain` is the authors' label (a label "
+        "outside the taxonomy left, `unknown_label`); `class` is the taxonomy's id for it (the authors' value is "
+        "`source_class`); `simhash` is alignforge's 64-bit fingerprint of the question (the authors' `simhash_id` "
+        "is kept as written in `source_simhash_id`); responses and `pass_hhh` are as released, without judge "
+        "scores; every response carries its question's id and text digest (config `responses`)."
     )
 
 
@@ -213,18 +236,55 @@ def _paper_and_source(manifest: Manifest, spec: DatasetSpec) -> str:
         else f"`{spec.license}`; the source's licence is: {real.license}."
     )
     details = [
-        ("real source", f"[{real.hub_id or real.url}]({_source_link(spec)})"),
+        ("real source", f"[{real.where}]({_source_link(spec)})"),
         ("source config / split", f"{real.config or '(default)'} / {real.split}"),
         ("source licence", real.license),
         ("gated", "yes" if real.gated else "no"),
-        ("built from", f"{manifest.source.kind}: {manifest.source.location}"),
+        ("built from", source_read(manifest.source)),
         ("source rows read", manifest.source.rows),
-        ("source sha256", f"`{manifest.source.sha256}`"),
+        *_source_reading(manifest),
     ]
     return (
         f"## Paper\n\n{spec.paper.strip()}\n\n## Licence\n\n{licence}\n\n## Source\n\n"
         + _table(["", ""], details)
     )
+
+
+def _source_reading(manifest: Manifest) -> list[tuple[str, Any]]:
+    """How the source files were read: files, the encoding decision, renamed columns."""
+    source = manifest.source
+    if not source.files:
+        return []
+    encodings = sorted({f.encoding for f in source.files})
+    decision = ", ".join(encodings)
+    if source.rows_decoded_with_fallback:
+        decision += (f"; {source.rows_decoded_with_fallback:,} rows were not UTF-8 and were decoded as "
+                     f"{source.fallback_encoding}")
+    rows = [("source files", len(source.files)), ("encoding", decision)]
+    if source.skipped_files:
+        rows.append(("files skipped (not data)", ", ".join(source.skipped_files)))
+    if source.column_renames:
+        rows.append(("source columns renamed", ", ".join(f"`{a}` -> `{b}`" for a, b in source.column_renames.items())))
+    header_renames = [f"{f.path} {where} -> `{name}`" for f in source.files for where, name in f.header_renames.items()]
+    if header_renames:
+        rows.append(("header names given", "; ".join(header_renames)))
+    return rows
+
+
+def source_read(source: SourceFingerprint) -> str:
+    """What the build actually read: the bundled sample, a file, or a hub dataset at a commit."""
+    if source.kind == "sample":
+        return f"the synthetic sample `{source.location}` bundled with alignforge (sha256 `{source.sha256}`)"
+    if source.kind == "hub":
+        return f"hub dataset `{source.location}` at revision `{source.revision or 'unrecorded'}`"
+    what = {"path": "the file(s)", "url": "the download of", SOURCE_KIND_IMPORT: "the authors' release"}.get(
+        source.kind, source.kind)
+    return f"{what} `{source.location}` (sha256 `{source.sha256}`)"
+
+
+def hub_dataset_read(source: SourceFingerprint) -> str:
+    """The hub id of a hub read, whether the spec or `--source` named it (location `id:config:split`)."""
+    return source.location.split(":", 1)[0]
 
 
 def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) -> str:
@@ -243,9 +303,27 @@ def _taxonomy_section(manifest: Manifest, dimension: str, taxonomy: Taxonomy) ->
     return (
         f"## Dimension `{dimension}`: {taxonomy.title}\n\n"
         f"Taxonomy `{taxonomy.name}` v{taxonomy.version} ({len(taxonomy.domains)} domains; source: "
-        f"{taxonomy.source}{f'; sha256 `{sha}`' if sha else ''}). Counts are prompts per label before and "
-        "after expansion, and in the published version (after Stage II).\n\n"
+        f"{taxonomy.source}{f'; sha256 `{sha}`' if sha else ''}).\n\n{_classifier_accuracy(manifest, dimension)}\n\n"
+        "Counts are prompts per label before and after expansion, and in the published version (after Stage II).\n\n"
         + _table(["id", "domain", "group", "paper count", "before", "after", "published"], rows)
+    )
+
+
+def _classifier_accuracy(manifest: Manifest, dimension: str) -> str:
+    measured = manifest.classifier_accuracy.get(dimension)
+    if measured is None:
+        return "The classifier's accuracy on held-out prompts of this taxonomy was not measured."
+    class_mix = (
+        f"; weighted by the authors' published class counts, {measured.class_mix_top1_accuracy:.3f} "
+        f"(majority baseline {measured.class_mix_majority_baseline:.3f})"
+        if measured.class_mix_top1_accuracy is not None and measured.class_mix_majority_baseline is not None
+        else ""
+    )
+    return (
+        f"Classifier: `{measured.engine}`, top-1 accuracy {measured.top1_accuracy:.3f} on {measured.prompts:,} "
+        f"held-out written questions (majority baseline {measured.majority_baseline:.3f}){class_mix}. The "
+        f"questions (`{measured.labelled_set}`) were written for alignforge, not drawn from the source; "
+        "accuracy on the source's own prompts was not measured."
     )
 
 
@@ -272,19 +350,12 @@ def _expansion_section(manifest: Manifest, spec: DatasetSpec) -> str:
 
 
 def _dedup_and_leakage(manifest: Manifest, spec: DatasetSpec) -> str:
-    dedup = spec.dedup
-    method = (
-        f"{dedup.method}: {dedup.bits}-bit fingerprints over {dedup.shingle} {dedup.ngram}-grams weighted by "
-        f"{dedup.weighting}, near duplicates within Hamming distance tau = {dedup.tau}"
-        if dedup.method == "simhash"
-        else f"minhash, Jaccard threshold {dedup.minhash_threshold}"
-    )
     dedup_stages = [s for s in manifest.stages if "dedup" in s.stage]
     stage_rows = [
         (s.stage, s.rows_in, s.kept, s.rejected, ", ".join(f"{k}={v:g}" for k, v in sorted(s.stats.items())))
         for s in dedup_stages
     ]
-    parts = [f"## Deduplication and leakage\n\nMethod: {method}."]
+    parts = [f"## Deduplication and leakage\n\nMethod: {describe_rule(spec.dedup)}."]
     if stage_rows:
         parts.append(_table(["stage", "rows in", "kept", "removed", "stats"], stage_rows))
     if manifest.leakage:
@@ -298,14 +369,18 @@ def _dedup_and_leakage(manifest: Manifest, spec: DatasetSpec) -> str:
 
 
 def _stage_section(manifest: Manifest) -> str:
+    def by_reason(counts: dict[str, int]) -> str:
+        return ", ".join(f"{reason}: {n:,}" for reason, n in sorted(counts.items())) or "-"
+
     rows = [
-        (s.stage, s.unit, s.rows_in, s.kept, s.rejected,
-         ", ".join(f"{reason}: {n:,}" for reason, n in sorted(s.rejected_by_reason.items())) or "-",
-         f"{s.seconds:.1f}")
+        (s.stage, s.unit, s.rows_in, s.added, s.kept, s.rejected, by_reason(s.rejected_by_reason),
+         "-" if s.candidates_generated is None else
+         f"{s.candidates_generated:,} generated, {s.candidates_kept:,} kept ({by_reason(s.candidates_rejected_by_reason)})",
+         f"{s.wall_seconds:.1f}")
         for s in manifest.stages
     ]
-    return "## Pipeline stages\n\n" + _table(
-        ["stage", "unit", "rows in", "kept", "rejected", "rejected by reason", "seconds"], rows
+    return "## Pipeline stages\n\nrows in + added = kept + rejected, in each stage's unit; candidates apart.\n\n" + _table(
+        ["stage", "unit", "rows in", "added", "kept", "rejected", "rejected by reason", "candidates", "seconds"], rows
     )
 
 
@@ -363,9 +438,11 @@ def _files_section(manifest: Manifest) -> str:
 
 
 def _reproduce_section(manifest: Manifest) -> str:
-    rows = [("content key", f"`{manifest.content_key}`"), ("seed", manifest.seed)]
+    rows = [("content key", f"`{manifest.content_key}`"), ("code sha256", f"`{manifest.code_sha256 or 'unrecorded'}`"),
+            ("git commit", f"`{manifest.git_commit}`" if manifest.git_commit else "none (not built from a git checkout)"),
+            ("seed", manifest.seed)]
     rows += [(f"template `{name}`", f"`{sha}`") for name, sha in sorted(manifest.templates.items())]
     return (
-        "## Reproducing\n\nThe content key is a digest of the build's inputs; a build with the same key "
-        "reuses this version instead of writing a new one.\n\n" + _table(["", ""], rows)
+        "## Reproducing\n\nThe content key is a digest of the build's inputs, the code that shapes the data "
+        "included; a build with the same key reuses this version instead of writing a new one.\n\n" + _table(["", ""], rows)
     )

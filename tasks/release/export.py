@@ -29,7 +29,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from schemas.manifest import Manifest
-from tasks.release.store import CARD_FILE, DATA_FOLDER, MANIFEST_FILE, SIDE_GROUPS, DatasetStore
+from tasks.release.layout import CARD_FILE, DATA_FOLDER, MANIFEST_FILE, SIDE_GROUPS
+from tasks.release.store import DatasetStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class ExportError(RuntimeError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class MissingTokenError(ExportError):
+    """No Hugging Face token was given, set or stored."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def resolve_token(token: str | None = None) -> str:
     """The argument, else ``HF_TOKEN``, else the token stored by ``hf auth login``."""
     resolved = token or os.environ.get("HF_TOKEN") or get_token()
     if not resolved:
-        raise ExportError("no Hugging Face token: pass token=, set HF_TOKEN, or log in with `hf auth login`")
+        raise MissingTokenError("no Hugging Face token: pass token=, set HF_TOKEN, or log in with `hf auth login`")
     return resolved
 
 

@@ -24,8 +24,9 @@ def check_release(prompts: pa.Table, side_tables: Mapping[str, pa.Table], taxono
         if outside:
             problems.append(f"{name} labels outside the taxonomy: {sorted(map(str, outside))[:5]}")
     for report in reports:
-        if report.rows_in != report.kept + report.rejected:
-            problems.append(f"stage {report.stage}: {report.rows_in} in != {report.kept} kept + {report.rejected} rejected")
+        if report.rows_in + report.added != report.kept + report.rejected:
+            problems.append(f"stage {report.stage}: {report.rows_in} in + {report.added} added != "
+                            f"{report.kept} kept + {report.rejected} rejected")
     known = set(ids)
     for name in ("responses", "ratings", "annotations"):
         table = side_tables.get(name)

@@ -1,13 +1,5 @@
-"""The dataset store: the only code that writes dataset versions.
-
-Layout under the home folder::
-
-    <home>/<dataset>/<version>/data/<config>/<split>-00000-of-00002.parquet
-    <home>/<dataset>/<version>/rejects/<name>.parquet      side tables: rejected rows ...
-    <home>/<dataset>/<version>/side/<name>.parquet         ... and any other table kept beside the data
-    <home>/<dataset>/<version>/manifest.json
-    <home>/<dataset>/<version>/README.md                   the dataset card
-    <home>/<dataset>/latest                                a text file holding the newest version id
+"""The dataset store: the only code that writes dataset versions (layout in
+``tasks.release.layout``, checks on reading in ``tasks.release.verify``).
 
 A version is written into a hidden ``.tmp-*`` folder, verified by re-reading every file,
 fsynced, and renamed into place in one step; only then does ``latest`` move. A crash at
@@ -21,44 +13,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import ValidationError
 
 from schemas.manifest import FileEntry, Manifest
-from schemas.spec import NAME_PATTERN
+from tasks.release.layout import (
+    CARD_FILE, DATA_FOLDER, LATEST_FILE, MANIFEST_FILE, VALID_NAME, VERSION_ID, check_content_key, check_name,
+    check_version, new_version_id, shard_file_name, side_table_path,
+)
+from tasks.release.verify import CorruptVersionError, load_manifest, read_verified, verify_folder
 
 logger = logging.getLogger(__name__)
-
-# Dataset, config, split and side-table names become folder and file names: no path tricks.
-_NAME = re.compile(NAME_PATTERN)
-_CONTENT_KEY = re.compile(r"^[0-9a-f]{10,128}$")
-_CONTENT_KEY_PREFIX = 10
-_VERSION = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{10}$")
-_VERSION_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
-# Rejected rows go under rejects/, every other table kept beside the data under side/.
-SIDE_GROUPS = ("rejects", "side")
-DATA_FOLDER = "data"
-MANIFEST_FILE = "manifest.json"
-CARD_FILE = "README.md"
-LATEST_FILE = "latest"
 _TEMP_PREFIX = ".tmp-"
 _LATEST_TEMP_PREFIX = ".latest-"
 _HASH_CHUNK = 1 << 20
 
 
-class CorruptVersionError(RuntimeError):
-    """A version folder whose manifest, files or checksums do not agree."""
+class VersionNotFoundError(FileNotFoundError):
+    """The dataset has no published version, or not the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -74,49 +54,6 @@ class VersionInfo:
     rows: dict[str, dict[str, int]]  # config -> split -> rows
     content_key: str
     is_latest: bool
-
-
-def _check_name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(f"invalid {kind} name {value!r}: must match {NAME_PATTERN}")
-    return value
-
-
-def _check_version(version: str) -> str:
-    if not isinstance(version, str) or not _VERSION.fullmatch(version):
-        raise ValueError(f"invalid version id {version!r}: must look like 20261123T101500Z-3fa2c1d9e0")
-    return version
-
-
-def _check_content_key(content_key: str) -> str:
-    if not isinstance(content_key, str) or not _CONTENT_KEY.fullmatch(content_key):
-        raise ValueError(f"invalid content key {content_key!r}: must be 10-128 lowercase hex digits")
-    return content_key
-
-
-def new_version_id(content_key: str, now: datetime | None = None) -> str:
-    """UTC timestamp plus the content key's prefix: sorts by time, names what it holds."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment.strftime(_VERSION_TIME_FORMAT)}-{_check_content_key(content_key)[:_CONTENT_KEY_PREFIX]}"
-
-
-def side_table_path(name: str) -> str:
-    """A side table's name -> its file inside a version folder.
-
-    ``rejects/<name>`` and ``side/<name>`` say where they go; a bare ``rejects`` (the
-    table of every rejected row) goes to ``rejects/rejects.parquet``, any other bare name
-    to ``side/<name>.parquet``.
-    """
-    group, slash, table = name.partition("/")
-    if not slash:
-        group, table = ("rejects" if name == "rejects" else "side"), name
-    if group not in SIDE_GROUPS:
-        raise ValueError(f"invalid side table {name!r}: name it '<name>', 'rejects/<name>' or 'side/<name>'")
-    return f"{group}/{_check_name('side table', table)}.parquet"
-
-
-def shard_file_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
 def _sha256(path: Path) -> str:
@@ -160,84 +97,6 @@ def _conform(table: pa.Table, schema: pa.Schema | None, what: str) -> pa.Table:
         raise ValueError(f"{what}: does not fit the schema: {err}") from err
 
 
-def _where(root: Path) -> str:
-    return f"{root.parent.name}/{root.name}"
-
-
-def _inside(root: Path, relative: str) -> Path:
-    """Resolve a manifest path, refusing anything that would leave the version folder."""
-    pure = PurePosixPath(relative)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
-        raise CorruptVersionError(f"{_where(root)}: manifest lists an unsafe path {relative!r}")
-    return root.joinpath(*pure.parts)
-
-
-def _read_verified(root: Path, entry: FileEntry, columns: list[str] | None = None) -> pa.Table:
-    """Read one file after checking its size, checksum and row count against the manifest."""
-    path = _inside(root, entry.path)
-    if not path.is_file():
-        raise CorruptVersionError(f"{_where(root)}: {entry.path} is missing")
-    payload = path.read_bytes()
-    if len(payload) != entry.bytes:
-        raise CorruptVersionError(f"{_where(root)}: {entry.path} has {len(payload)} bytes, manifest says {entry.bytes}")
-    checksum = hashlib.sha256(payload).hexdigest()
-    if checksum != entry.sha256:
-        raise CorruptVersionError(f"{_where(root)}: {entry.path} checksum {checksum} does not match the manifest")
-    try:
-        table = pq.read_table(pa.BufferReader(payload), columns=columns)
-    except pa.ArrowException as err:
-        raise CorruptVersionError(f"{_where(root)}: {entry.path} is not readable Parquet: {err}") from err
-    if table.num_rows != entry.rows:
-        raise CorruptVersionError(f"{_where(root)}: {entry.path} has {table.num_rows} rows, manifest says {entry.rows}")
-    return table
-
-
-def _load_manifest(root: Path) -> Manifest:
-    try:
-        return Manifest.model_validate_json((root / MANIFEST_FILE).read_bytes())
-    except FileNotFoundError as err:
-        raise CorruptVersionError(f"{_where(root)}: no {MANIFEST_FILE}") from err
-    except ValidationError as err:
-        raise CorruptVersionError(f"{_where(root)}: {MANIFEST_FILE} is not a valid manifest: {err}") from err
-
-
-def _files_under_owned_folders(root: Path) -> set[str]:
-    folders = [root / DATA_FOLDER, *(root / group for group in SIDE_GROUPS)]
-    return {path.relative_to(root).as_posix() for folder in folders for path in folder.rglob("*") if path.is_file()}
-
-
-def _verify_folder(root: Path, manifest: Manifest, expected_version: str, *, read_data: bool) -> None:
-    """Check that a version folder holds exactly what its manifest says.
-
-    Always: the manifest names this version, every listed file exists with its size, no
-    unlisted file sits under data/ (a stray shard would be picked up by the card's globs),
-    and the per-split row counts add up. With ``read_data``: every file's sha256 and row
-    count too, and every file decodes.
-    """
-    if manifest.version != expected_version:
-        raise CorruptVersionError(f"{_where(root)}: manifest names version {manifest.version!r}")
-    if not (root / CARD_FILE).is_file():
-        raise CorruptVersionError(f"{_where(root)}: no {CARD_FILE}")
-    listed = {entry.path for entry in manifest.files}
-    unlisted = sorted(_files_under_owned_folders(root) - listed)
-    if unlisted:
-        raise CorruptVersionError(f"{_where(root)}: files not in the manifest: {unlisted}")
-    split_rows: dict[tuple[str, str], int] = {}
-    for entry in manifest.files:
-        path = _inside(root, entry.path)
-        if read_data:
-            _read_verified(root, entry)
-        elif not path.is_file() or path.stat().st_size != entry.bytes:
-            raise CorruptVersionError(f"{_where(root)}: {entry.path} is missing or has the wrong size")
-        parts = PurePosixPath(entry.path).parts
-        if parts[0] == DATA_FOLDER:
-            split = parts[-1].split("-", 1)[0]
-            split_rows[(parts[1], split)] = split_rows.get((parts[1], split), 0) + entry.rows
-    declared = {(config, split): rows for config, splits in manifest.splits.items() for split, rows in splits.items()}
-    if split_rows != declared:
-        raise CorruptVersionError(f"{_where(root)}: files hold {split_rows} rows per split, manifest says {declared}")
-
-
 class DatasetStore:
     """Versioned Parquet datasets under one home folder (see the module docstring for the layout)."""
 
@@ -265,7 +124,7 @@ class DatasetStore:
         return sorted(
             entry.name
             for entry in self.home.iterdir()
-            if entry.is_dir() and _NAME.fullmatch(entry.name) and any(self._version_names(entry.name))
+            if entry.is_dir() and VALID_NAME.fullmatch(entry.name) and any(self._version_names(entry.name))
         )
 
     def latest(self, dataset: str) -> str | None:
@@ -273,7 +132,7 @@ class DatasetStore:
         if not pointer.is_file():
             return None
         version = pointer.read_text(encoding="utf-8").strip()
-        if not _VERSION.fullmatch(version) or not (self._dataset_dir(dataset) / version).is_dir():
+        if not VERSION_ID.fullmatch(version) or not (self._dataset_dir(dataset) / version).is_dir():
             raise CorruptVersionError(f"{dataset}: {LATEST_FILE} points at {version!r}, which is not a version here")
         return version
 
@@ -281,21 +140,21 @@ class DatasetStore:
         """The folder of a version (the latest when ``version`` is None)."""
         resolved = version if version is not None else self.latest(dataset)
         if resolved is None:
-            raise FileNotFoundError(f"{dataset}: no published version")
-        folder = self._dataset_dir(dataset) / _check_version(resolved)
+            raise VersionNotFoundError(f"{dataset}: no published version")
+        folder = self._dataset_dir(dataset) / check_version(resolved)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{dataset}: no version {resolved}")
+            raise VersionNotFoundError(f"{dataset}: no version {resolved}")
         return folder
 
     def manifest(self, dataset: str, version: str | None = None) -> Manifest:
-        return _load_manifest(self.path(dataset, version))
+        return load_manifest(self.path(dataset, version))
 
     def list_versions(self, dataset: str) -> list[VersionInfo]:
         """Published versions, oldest first; ``.tmp-*`` folders of unfinished publishes are not versions."""
         latest = self.latest(dataset)
         infos = []
         for version in sorted(self._version_names(dataset)):
-            manifest = _load_manifest(self._dataset_dir(dataset) / version)
+            manifest = load_manifest(self._dataset_dir(dataset) / version)
             infos.append(
                 VersionInfo(
                     version=version,
@@ -314,14 +173,14 @@ class DatasetStore:
         (checksums are checked by ``read`` and ``verify``). A damaged version is skipped
         with a warning rather than reused, so the caller rebuilds.
         """
-        _check_content_key(content_key)
+        check_content_key(content_key)
         for version in sorted(self._version_names(dataset), reverse=True):
             folder = self._dataset_dir(dataset) / version
             try:
-                manifest = _load_manifest(folder)
+                manifest = load_manifest(folder)
                 if manifest.content_key != content_key:
                     continue
-                _verify_folder(folder, manifest, version, read_data=False)
+                verify_folder(folder, manifest, version, read_data=False)
             except CorruptVersionError as err:
                 logger.warning("skipping damaged version: %s", err)
                 continue
@@ -331,7 +190,7 @@ class DatasetStore:
     def verify(self, dataset: str, version: str | None = None) -> None:
         """Re-read every file of a version; raise CorruptVersionError on any disagreement."""
         folder = self.path(dataset, version)
-        _verify_folder(folder, _load_manifest(folder), folder.name, read_data=True)
+        verify_folder(folder, load_manifest(folder), folder.name, read_data=True)
 
     def read(
         self,
@@ -343,7 +202,7 @@ class DatasetStore:
     ) -> pa.Table:
         """One config's rows (one split, or all splits in manifest order), checksums verified."""
         folder = self.path(dataset, version)
-        manifest = _load_manifest(folder)
+        manifest = load_manifest(folder)
         if config not in manifest.splits:
             raise KeyError(f"{dataset} {folder.name}: no config {config!r} (has {sorted(manifest.splits)})")
         splits = [split] if split is not None else list(manifest.splits[config])
@@ -352,7 +211,7 @@ class DatasetStore:
             raise KeyError(f"{dataset} {folder.name}: config {config!r} has no split {unknown[0]!r}")
         prefix = f"{DATA_FOLDER}/{config}/"
         tables = [
-            _read_verified(folder, entry, columns)
+            read_verified(folder, entry, columns)
             for name in splits
             for entry in manifest.files
             if entry.path.startswith(f"{prefix}{name}-")
@@ -363,11 +222,11 @@ class DatasetStore:
         """A side table by the name it was published under (see ``side_table_path``)."""
         relative = side_table_path(name)
         folder = self.path(dataset, version)
-        manifest = _load_manifest(folder)
+        manifest = load_manifest(folder)
         entry = next((entry for entry in manifest.files if entry.path == relative), None)
         if entry is None:
             raise KeyError(f"{dataset} {folder.name}: no side table {name!r}")
-        return _read_verified(folder, entry)
+        return read_verified(folder, entry)
 
     def diff(
         self,
@@ -430,8 +289,8 @@ class DatasetStore:
         the caller's decision (``find_version``); publishing the same key again makes a new
         version, which ``find_version`` then prefers as the newest.
         """
-        _check_name("dataset", dataset)
-        _check_content_key(content_key)
+        check_name("dataset", dataset)
+        check_content_key(content_key)
         if manifest.dataset != dataset or manifest.content_key != content_key:
             raise ValueError(
                 f"manifest is for {manifest.dataset!r} / {manifest.content_key!r}, not {dataset!r} / {content_key!r}"
@@ -452,7 +311,7 @@ class DatasetStore:
             final = manifest.model_copy(update={"version": version, "files": files, "splits": splits})
             _write_text_durably(temp_dir / MANIFEST_FILE, final.model_dump_json(indent=2))
             _write_text_durably(temp_dir / CARD_FILE, card(final) if callable(card) else card)
-            _verify_folder(temp_dir, final, version, read_data=True)
+            verify_folder(temp_dir, final, version, read_data=True)
             for folder in sorted((p for p in temp_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 _fsync_dir(folder)
             _fsync_dir(temp_dir)
@@ -478,7 +337,7 @@ class DatasetStore:
         if not self.home.is_dir():
             return removed
         now = time.time()
-        for dataset_dir in sorted(p for p in self.home.iterdir() if p.is_dir() and _NAME.fullmatch(p.name)):
+        for dataset_dir in sorted(p for p in self.home.iterdir() if p.is_dir() and VALID_NAME.fullmatch(p.name)):
             for leftover in sorted(dataset_dir.iterdir()):
                 if not leftover.name.startswith((_TEMP_PREFIX, _LATEST_TEMP_PREFIX)):
                     continue
@@ -495,14 +354,14 @@ class DatasetStore:
     # ---- internals -------------------------------------------------------------------
 
     def _dataset_dir(self, dataset: str) -> Path:
-        return self.home / _check_name("dataset", dataset)
+        return self.home / check_name("dataset", dataset)
 
     def _version_names(self, dataset: str) -> Iterator[str]:
         dataset_dir = self._dataset_dir(dataset)
         if not dataset_dir.is_dir():
             return
         for entry in dataset_dir.iterdir():
-            if entry.is_dir() and _VERSION.fullmatch(entry.name):
+            if entry.is_dir() and VERSION_ID.fullmatch(entry.name):
                 yield entry.name
 
     def _keyed_frame(self, dataset: str, version: str, config: str, columns: list[str]) -> pd.DataFrame:
@@ -533,11 +392,11 @@ class DatasetStore:
             raise ValueError(f"schemas for {ambiguous}: each is both a config and a side table")
         plan: list[tuple[str, pa.Table]] = []
         for config, split_tables in configs.items():
-            _check_name("config", config)
+            check_name("config", config)
             if not split_tables:
                 raise ValueError(f"config {config!r} has no splits")
             conformed = {
-                _check_name("split", split): _conform(table, schemas.get(config), f"config {config!r} split {split!r}")
+                check_name("split", split): _conform(table, schemas.get(config), f"config {config!r} split {split!r}")
                 for split, table in split_tables.items()
             }
             # One config is one table to `datasets`: its splits must share a schema.

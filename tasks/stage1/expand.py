@@ -3,7 +3,8 @@
 For every domain below the spec's target (papers' release: at least 100 unique prompts),
 the expander writes new prompts seeded with real prompts of that domain (few-shot).
 Each generated prompt is reclassified (it must land in the domain it was made for),
-fingerprinted, and deduplicated against everything kept so far. Rounds repeat until
+fingerprinted, and deduplicated (the dedup step's rule, on fingerprints and words) against
+everything kept so far and the round's other generations. Rounds repeat until
 every target is met or the round bound is spent; the outcome per domain goes to the
 manifest.
 """
@@ -14,7 +15,6 @@ import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,26 +22,16 @@ import pyarrow as pa
 
 from schemas.manifest import ExpansionOutcome
 from schemas.records import ORIGIN_EXPANSION
-from tasks.dedup import simhash
 from tasks.stage1.classify import classify_texts
-from tasks.core import StepContext, concat, make_rejects, request_seed, stable_id
-from tasks.dedup.near_duplicates import Fingerprinter
+from tasks.core import StepContext, StepResult, concat, make_rejects, request_seed, stable_id
+from tasks.dedup.fingerprint import hamming
+from tasks.dedup.index import cluster_keep
+from tasks.dedup.near_duplicates import Fingerprinter, verify_rule
+from tasks.dedup.verify import nearest_verified, verified_pairs
 from tasks.engines.base import ChatRequest
 
 TEMPLATE = "expand"
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)]|prompt\s*\d*\s*:|new prompt\s*:)\s*", re.IGNORECASE)
-
-
-@dataclass
-class ExpansionResult:
-    table: pa.Table
-    rejects: pa.Table
-    outcomes: list[ExpansionOutcome]
-    stats: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def generated(self) -> int:
-        return int(self.stats.get("generated", 0))
 
 
 def deficits(labels: list[str], domain_names: list[str], target: int) -> dict[str, int]:
@@ -61,7 +51,10 @@ def clean_generated(text: str) -> str | None:
     return None
 
 
-def expand_domains(table: pa.Table, context: StepContext, fingerprinter: Fingerprinter) -> ExpansionResult:
+def expand_domains(table: pa.Table, context: StepContext) -> StepResult:
+    """Top up every domain below target; kept = the prompts in plus the accepted generations
+    (`added`), each generation accounted for as a candidate; outcomes per domain in `details`."""
+    fingerprinter: Fingerprinter = context.fingerprinter
     spec = context.spec.expansion
     dimension = spec.dimension
     taxonomy = context.taxonomies[dimension]
@@ -101,7 +94,10 @@ def expand_domains(table: pa.Table, context: StepContext, fingerprinter: Fingerp
     ]
     stats["domains_below_target"] = len(outcomes)
     stats["domains_unmet"] = sum(not o.met for o in outcomes)
-    return ExpansionResult(table, make_rejects(all_rejects), outcomes, dict(stats))
+    accepted = int(stats["accepted"])
+    return StepResult(kept=table, rejects=make_rejects(all_rejects), stats=dict(stats), added=accepted,
+                      candidates_generated=int(stats["generated"]), candidates_kept=accepted,
+                      details={"outcomes": [o.model_dump() for o in outcomes]})
 
 
 def _generate(table: pa.Table, missing: dict[str, int], round_number: int, context: StepContext) -> list[dict[str, Any]]:
@@ -180,21 +176,24 @@ def _screen(candidates: list[dict[str, Any]], table: pa.Table, missing: dict[str
         else:
             on_domain.append(row)
 
-    fingerprints = fingerprinter([row["text"] for row in on_domain])
-    tau = context.spec.dedup.tau
+    texts = [row["text"] for row in on_domain]
+    fingerprints = fingerprinter(texts)
+    rule = verify_rule(context.spec.dedup)
     kept_fingerprints = table["simhash"].to_numpy(zero_copy_only=False).astype(np.uint64)
-    nearest, distance = simhash.nearest_within(fingerprints, kept_fingerprints, tau) if len(kept_fingerprints) else (
-        np.full(len(on_domain), -1), np.full(len(on_domain), -1))
+    nearest, words_apart = nearest_verified(texts, table["text"].to_pylist(), fingerprints, kept_fingerprints, rule,
+                                            seed=context.seed)
     kept_ids = table["prompt_id"].to_pylist()
-    pairs = simhash.near_duplicate_pairs(fingerprints, tau, seed=context.seed) if len(on_domain) > 1 else np.zeros((0, 2), np.int64)
-    representative = simhash.cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
+    pairs, _ = verified_pairs(texts, fingerprints, rule, seed=context.seed)
+    representative = cluster_keep(len(on_domain), pairs, np.arange(len(on_domain)))
 
     accepted = []
     quota = dict(missing)
     for i, row in enumerate(on_domain):
         row["simhash"] = int(fingerprints[i])
         if nearest[i] >= 0:
-            reject(row, "near_duplicate", f"simhash hamming {int(distance[i])} to a kept prompt", kept_ids[nearest[i]])
+            bits_apart = int(hamming(fingerprints[i], kept_fingerprints[nearest[i]]))
+            reject(row, "near_duplicate", f"word-bag distance {int(words_apart[i])}, simhash hamming {bits_apart} "
+                   "to a kept prompt", kept_ids[nearest[i]])
         elif representative[i] != i:
             reject(row, "near_duplicate", "near-duplicate of another generation", on_domain[representative[i]]["prompt_id"])
         elif quota[row["_domain"]] <= 0:

@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from tasks.core import StepResult, make_rejects, stable_id
+from schemas.spec import DedupSpec
+from tasks.core import StepContext, StepResult, make_rejects, stable_id
 from tasks.dedup.near_duplicates import leaking_rows
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """An evaluation set the build must not leak into: its texts and their fingerprints."""
+
+    texts: Sequence[str]
+    fingerprints: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,20 @@ def _apportion(shares: dict[str, float], capacity: dict[str, int], seed: int) ->
     return counts
 
 
-def split_and_check_leakage(table: pa.Table, fractions: dict[str, float], stratify_by: str | None, tau: int, seed: int,
-                            heldout_fingerprints: np.ndarray | None = None) -> tuple[StepResult, LeakageReport]:
+def split_prompts(table: pa.Table, context: StepContext, heldout: HeldOut | None = None) -> StepResult:
+    """The spec's stratified split, with train items that leak into evaluation removed;
+    the leakage report in `details`."""
+    spec = context.spec
+    result, leakage = split_and_check_leakage(table, spec.splits.fractions, spec.splits.stratify_by, spec.dedup,
+                                              spec.seed, heldout)
+    result.details["leakage"] = {"test_items": leakage.test_items, "test_items_leaking": leakage.test_items_leaking,
+                                 "rate": leakage.rate, "heldout_items": leakage.heldout_items,
+                                 "train_removed": leakage.train_removed}
+    return result
+
+
+def split_and_check_leakage(table: pa.Table, fractions: dict[str, float], stratify_by: str | None, dedup: DedupSpec,
+                            seed: int, heldout: HeldOut | None = None) -> tuple[StepResult, LeakageReport]:
     ids = table["prompt_id"].to_pylist()
     strata = table[f"{stratify_by}_label"].to_pylist() if stratify_by else [""] * len(ids)
     splits = assign_splits(ids, [str(s) for s in strata], fractions, seed)
@@ -79,26 +101,30 @@ def split_and_check_leakage(table: pa.Table, fractions: dict[str, float], strati
     train_index = np.flatnonzero(is_train)
     other_index = np.flatnonzero(~is_train)
 
-    # Which train items come within tau of an evaluation item (test splits, held-out set)?
-    nearest_test, _ = leaking_rows(fingerprints[train_index], fingerprints[other_index], tau)
-    test_hits, _ = leaking_rows(fingerprints[other_index], fingerprints[train_index], tau)
-    heldout = heldout_fingerprints if heldout_fingerprints is not None else np.zeros(0, dtype=np.uint64)
-    nearest_heldout, _ = leaking_rows(fingerprints[train_index], heldout, tau)
-
+    # Which train items near-duplicate an evaluation item (test splits, held-out set)?
     texts = table["text"].to_pylist()
+    train_texts, other_texts = [texts[i] for i in train_index], [texts[i] for i in other_index]
+    nearest_test, _ = leaking_rows(train_texts, fingerprints[train_index], other_texts, fingerprints[other_index],
+                                   dedup, seed)
+    test_hits, _ = leaking_rows(other_texts, fingerprints[other_index], train_texts, fingerprints[train_index],
+                                dedup, seed)
+    heldout = heldout or HeldOut((), np.zeros(0, dtype=np.uint64))
+    nearest_heldout, _ = leaking_rows(train_texts, fingerprints[train_index], heldout.texts, heldout.fingerprints,
+                                      dedup, seed)
+
     rejects, keep = [], np.ones(len(ids), dtype=bool)
     for position, row in enumerate(train_index):
         if nearest_test[position] >= 0:
-            related, detail = ids[other_index[nearest_test[position]]], f"within hamming {tau} of a test item"
+            related, detail = ids[other_index[nearest_test[position]]], "near-duplicate of a test item"
         elif nearest_heldout[position] >= 0:
-            related, detail = f"heldout:{int(nearest_heldout[position])}", f"within hamming {tau} of the held-out set"
+            related, detail = f"heldout:{int(nearest_heldout[position])}", "near-duplicate of a held-out item"
         else:
             continue
         keep[row] = False
         rejects.append({"record_id": ids[row], "unit": "prompt", "stage": "split", "reason": "leakage",
                         "detail": detail, "related_id": related, "text": texts[row][:200]})
     report = LeakageReport(test_items=len(other_index), test_items_leaking=int((test_hits >= 0).sum()),
-                           heldout_items=len(heldout), train_removed=len(rejects))
+                           heldout_items=len(heldout.texts), train_removed=len(rejects))
     stats = {f"split_{name}": float(sum(s == name for s, k in zip(splits, keep, strict=True) if k)) for name in fractions}
     stats["leakage_rate"] = report.rate
     return StepResult(kept=table.filter(pa.array(keep)), rejects=make_rejects(rejects), stats=stats), report

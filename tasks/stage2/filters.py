@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from schemas.spec import ResponseFilterSpec
-from tasks.dedup import simhash
+from tasks.dedup.features import FingerprintConfig
+from tasks.dedup.fingerprint import fingerprints, hamming
 
 # How far into a response a refusal phrase counts: a refusal opens the answer, while
 # a helpful answer may say "I can't stress enough..." further down.
@@ -108,16 +109,16 @@ def apply_filters(response_text: str, prompt_text: str, finish_reason: str | Non
 
 # Term-frequency weights: an IDF table fitted to one batch would give the same text a
 # different fingerprint in each round, and one prompt's responses are too few to fit one.
-RESPONSE_FINGERPRINTS = simhash.FingerprintConfig(weighting="tf")
+RESPONSE_FINGERPRINTS = FingerprintConfig(weighting="tf")
 
 
 def response_fingerprints(texts: Sequence[str]) -> list[int]:
     """64-bit SimHash of each response (word 2-gram shingles, term-frequency weights)."""
-    return [int(value) for value in simhash.fingerprints(texts, RESPONSE_FINGERPRINTS)]
+    return [int(value) for value in fingerprints(texts, RESPONSE_FINGERPRINTS)]
 
 
 def near_duplicate(fingerprint: int, kept_fingerprints: Sequence[int], tau: int) -> str | None:
     """`near_duplicate` when the fingerprint is within `tau` bits of a kept candidate's."""
-    if kept_fingerprints and (simhash.hamming(fingerprint, kept_fingerprints) <= tau).any():
+    if kept_fingerprints and (hamming(fingerprint, kept_fingerprints) <= tau).any():
         return "near_duplicate"
     return None

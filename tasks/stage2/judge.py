@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tasks.core import StepContext, stable_id
+from tasks.core import StepContext, request_seed
 from tasks.engines.base import ChatRequest, Completion
 
 TEMPLATE = "judge"
@@ -131,17 +131,12 @@ def read_verdict(completion: Completion, mode: JudgeMode) -> Verdict | None:
     return parse_judgement(choice.text)
 
 
-def derived_seed(base_seed: int, *parts: object) -> int:
-    """A sampling seed derived from the spec's seed and a stage's stable names (fits int32)."""
-    return int(stable_id(base_seed, *parts), 16) % (2**31)
-
-
 def judge_requests(items: Sequence[JudgeItem], context: StepContext, attempt: int) -> list[ChatRequest]:
     template = context.prompts.get(TEMPLATE)
     mode = context.spec.responses.judge_mode
     # One seed per attempt for the whole batch (backends batch only equal sampling settings);
     # the retry's new seed also gives it a new request-cache key.
-    seed = derived_seed(context.seed, TEMPLATE, attempt)
+    seed = request_seed(context.seed, TEMPLATE, attempt)
     sampling = context.spec.responses.judge_sampling.model_copy(update={"n": 1, "seed": seed})
     constraint: dict[str, Any] = {"choices": SCORE_CHOICES} if mode == "choice" else {"json_schema": JUDGE_SCHEMA}
     return [

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from schemas.records import RATING_SCHEMA
-from tasks.core import StepContext, StepResult
+from tasks.core import StepContext, StepResult, request_seed
 from tasks.engines.base import ChatRequest, Completion
-from tasks.stage2.judge import derived_seed
 
 STAGE = "rate"
 TEMPLATE = "rate"
@@ -76,7 +75,7 @@ def rate_conversations(table: pa.Table, context: StepContext) -> StepResult:
 
     def requests(indices: Sequence[int], rater: str, attempt: int) -> list[ChatRequest]:
         # One seed per (rater, attempt): backends batch only equal sampling settings.
-        seed = derived_seed(context.seed, STAGE, rater, attempt)
+        seed = request_seed(context.seed, STAGE, rater, attempt)
         sampling = spec.responses.judge_sampling.model_copy(update={"n": 1, "seed": seed})
         return [ChatRequest(messages=messages[i], choices=scale, sampling=sampling) for i in indices]
 

@@ -22,7 +22,8 @@ earliest attempt). With `responses.require_pass` off, a task without a passing
 candidate selects its best scored one, and the prompt keeps `pass_{target}` False.
 `passed` in the responses table means "selected for release": True only for the selected
 candidate of a kept prompt. Every other candidate is a candidate reject, with the reason
-it lost: a filter code, `engine_error`, `judge_unusable`, `judge_below_threshold`,
+it lost: a filter code, `engine_error` (or the engine's own reason: `prompt_too_long`,
+`template_error`), `judge_unusable`, `judge_below_threshold`,
 `not_best`, or `prompt_rejected` (its prompt lacked a passing response for another task).
 """
 
@@ -37,15 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.records import RESPONSE_SCHEMA
-from tasks.core import StepContext, StepResult, make_rejects, stable_id, text_sha
+from tasks.core import StepContext, StepResult, make_rejects, request_seed, stable_id, text_sha
 from tasks.engines.base import ChatRequest, Completion
 from tasks.stage2.filters import apply_filters, near_duplicate, response_fingerprints
-from tasks.stage2.judge import JudgeItem, derived_seed, judge_items
+from tasks.stage2.judge import JudgeItem, judge_items
 
 STAGE = "respond"
 TEMPLATE = "respond"
 FEEDBACK_TEMPLATE = "respond_feedback"
-GENERATING_MODES = ("hhh", "aligned_misaligned")
 REJECT_TEXT_CHARS = 200
 
 # What the generator is told in a feedback round when no candidate of the task was scored.
@@ -126,7 +126,7 @@ def _sample_round(tasks: Sequence[Task], history: Mapping[Task, list[Candidate]]
     template = context.prompts.get(FEEDBACK_TEMPLATE if feedback_round else TEMPLATE)
     # One seed for the whole round: backends batch only requests with equal sampling settings.
     sampling = context.spec.responses.sampling.model_copy(
-        update={"n": k, "seed": derived_seed(context.seed, STAGE, feedback_round)})
+        update={"n": k, "seed": request_seed(context.seed, STAGE, feedback_round)})
     by_generator: dict[str, list[Task]] = defaultdict(list)
     for task in tasks:
         by_generator[task.generator].append(task)
@@ -155,7 +155,7 @@ def _candidates(task: Task, first_attempt: int, feedback_round: int, template_sh
         return [candidate(i, c.text, c.finish_reason, c.completion_tokens) for i, c in enumerate(completion.choices)]
     failed = [candidate(i, "", "error", 0) for i in range(k)]
     for c in failed:
-        c.reason, c.detail = "engine_error", (completion.error or "no answer")[:REJECT_TEXT_CHARS]
+        c.reason, c.detail = completion.reason or "engine_error", (completion.error or "no answer")[:REJECT_TEXT_CHARS]
     return failed
 
 
@@ -196,11 +196,10 @@ def _select(candidates: Sequence[Candidate], threshold: float, require_pass: boo
     return selected
 
 
-def generate_responses(table: pa.Table, context: StepContext) -> StepResult:
-    """Rejection-sample one selected response per (prompt, generator, target) of the shard."""
+def generate_responses(table: pa.Table, context: StepContext, *, joint_pass: str | None = None) -> StepResult:
+    """Rejection-sample one selected response per (prompt, generator, target) of the shard;
+    with `joint_pass` (CULTURAX's "hhh") a `pass_<name>` column says every target passed."""
     responses_spec = context.spec.responses
-    if responses_spec.mode not in GENERATING_MODES:
-        raise ValueError(f"generate_responses runs for modes {GENERATING_MODES}, not {responses_spec.mode!r}")
     threshold = responses_spec.judge_threshold
     dimensions = [d.name for d in context.spec.dimensions]
     label_columns = [f"{d}_label" for d in dimensions if f"{d}_label" in table.column_names]
@@ -247,7 +246,8 @@ def generate_responses(table: pa.Table, context: StepContext) -> StepResult:
                 if selected[task] is not None:
                     selected[task].reason = "prompt_rejected"
     kept_tasks = [tasks_by_prompt[row["prompt_id"]] for row, keep in zip(rows, keep_mask, strict=True) if keep]
-    kept = _with_target_columns(table.filter(pa.array(keep_mask, pa.bool_())), kept_tasks, selected, passing, context)
+    kept = _with_target_columns(table.filter(pa.array(keep_mask, pa.bool_())), kept_tasks, selected, passing, context,
+                                joint_pass)
 
     candidates = [c for task in tasks for c in history[task]]
     published = [c for c in candidates if c.reason is None]
@@ -274,9 +274,9 @@ def _candidate_reject(candidate: Candidate) -> dict[str, Any]:
 
 def _with_target_columns(kept: pa.Table, kept_tasks: Sequence[Sequence[Task]],
                          selected: Mapping[Task, Candidate | None], passing: Mapping[Task, bool],
-                         context: StepContext) -> pa.Table:
+                         context: StepContext, joint_pass: str | None) -> pa.Table:
     """Per target: `{target}_score` (the lowest selected score over generators) and
-    `pass_{target}` (every generator passed); `pass_hhh` in hhh mode."""
+    `pass_{target}` (every generator passed); `pass_<joint_pass>` when every target passed."""
     targets = context.spec.responses.targets
     flags: dict[str, list[bool]] = {}
     for target in targets:
@@ -288,8 +288,8 @@ def _with_target_columns(kept: pa.Table, kept_tasks: Sequence[Sequence[Task]],
             flags[target].append(all(passing[t] for t in mine))
         kept = _with_column(kept, f"{target}_score", pa.array(scores, pa.float64()))
         kept = _with_column(kept, f"pass_{target}", pa.array(flags[target], pa.bool_()))
-    if context.spec.responses.mode == "hhh":
-        kept = _with_column(kept, "pass_hhh", pa.array([all(f) for f in zip(*flags.values(), strict=True)], pa.bool_()))
+    if joint_pass:
+        kept = _with_column(kept, f"pass_{joint_pass}", pa.array([all(f) for f in zip(*flags.values(), strict=True)], pa.bool_()))
     return kept
 
 
@@ -309,23 +309,6 @@ def responses_table(candidates: Sequence[Candidate]) -> pa.Table:
         for c in candidates
     ]
     return pa.Table.from_pylist(rows, schema=RESPONSE_SCHEMA)
-
-
-def acceptance_rates(stats: Mapping[str, float]) -> dict[str, float]:
-    """Per-stage acceptance rates from a (possibly shard-summed) stats dict of this step.
-
-    Stats hold counts only, because stage reports are summed across shards; rates are
-    derived here, after the sum."""
-    def rate(numerator: str, denominator: float) -> float:
-        return stats.get(numerator, 0) / denominator if denominator else float("nan")
-
-    generated = stats.get("candidates_generated", 0)
-    return {
-        "stage1": rate("stage1_passed", generated - stats.get("engine_errors", 0)),
-        "judge": rate("judge_passed", stats.get("stage1_passed", 0)),
-        "tasks": rate("tasks_passed", stats.get("tasks", 0)),
-        "candidates": rate("selected", generated),
-    }
 
 
 def check_response_integrity(prompts: pa.Table, responses: pa.Table) -> list[str]:

@@ -77,6 +77,29 @@ def test_key_separates_models_revisions_and_requests(tmp_path: Path) -> None:
     assert [e.generate([request])[0].text for e in (one, other_model, other_revision)] == ["one", "two", "three"]
 
 
+class SaltedEngine(ScriptedEngine):
+    """An engine whose answers depend on something requests do not carry (like the embedding
+    classifier's label texts)."""
+
+    def __init__(self, answer: str, salt: str) -> None:
+        super().__init__(lambda request: answer, model_id="m1")
+        self.salt = salt
+
+    @property
+    def cache_salt(self) -> str:
+        return self.salt
+
+
+def test_key_separates_what_the_engine_answers_from_beyond_the_request(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    request = ask("same question")
+    assert CachedEngine(SaltedEngine("old texts", salt="a"), path).generate([request])[0].text == "old texts"
+    answer, = CachedEngine(SaltedEngine("new texts", salt="b"), path).generate([request])
+    assert answer.text == "new texts" and not answer.cached
+    again, = CachedEngine(SaltedEngine("unused", salt="a"), path).generate([request])
+    assert again.text == "old texts" and again.cached
+
+
 def test_threads_share_one_cache(tmp_path: Path) -> None:
     cached = CachedEngine(echo_model(), tmp_path / "cache.sqlite")
     errors: list[BaseException] = []

@@ -40,7 +40,7 @@ def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Eng
         yield request.getfixturevalue("tiny_engine")
     elif backend == "openai":
         from tasks.engines.openai_http import OpenAIEngine
-        from tasks.engines.openai_server import running_server
+        from tests.engines.openai_server import running_server
 
         with running_server(request.getfixturevalue("tiny_engine"), served_model_name="tiny") as base_url:
             yield OpenAIEngine("tiny", base_url=base_url, timeout_s=30, max_retries=1)
@@ -49,12 +49,7 @@ def engine(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Iterator[Eng
 
         yield ScriptedEngine(stand_in_model)
     else:
-        pytest.importorskip("vllm", reason="vLLM is not installed (install the [vllm] extra to run these)")
-        from tasks.engines.vllm_backend import VLLMEngine
-
-        vllm_engine = VLLMEngine(str(tiny_model_dir), dtype="bfloat16", max_model_len=1024, enforce_eager=True)
-        yield vllm_engine
-        vllm_engine.close()
+        yield request.getfixturevalue("vllm_engine")  # the session's engine: one vLLM start for all tests
 
 
 def test_answers_come_back_in_request_order(engine: Engine) -> None:

