@@ -38,7 +38,7 @@ test-slow: $(STAMP)
 test-vllm:
 	PYTHON=$(PYTHON) bash .ci/vllm_venv.sh $(VLLM_VENV)
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 OMP_WAIT_POLICY=PASSIVE \
-		$(VLLM_VENV)/bin/python -m pytest -q -m vllm -p tests.vllm_tier
+		$(VLLM_VENV)/bin/python -m pytest -q -m vllm -p tests.vllm_tier --durations=5
 
 bench: bench-dedup bench-engine
 
