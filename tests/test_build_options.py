@@ -11,10 +11,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import flows.build
+import flows.build_run
 from flows.cli import app
 from tasks.config import DATA_DIR
-from tasks.provenance import source_digest
+from tasks.provenance import code_digest, source_digest
 from tasks.release.store import DatasetStore
 from tests.tiny_model import build_tiny_model
 
@@ -60,7 +60,7 @@ def test_rebuild_no_cache_and_code_changes_decide_what_is_reused(prefect_harness
     home = tmp_path / "home"
     first = build(tiny_build, home)
     assert not first["reused"] and generator_usage(first)["cache_hits"] == 0
-    assert first["code_sha256"] == flows.build.code_digest()
+    assert first["code_sha256"] == code_digest()
 
     again = build(tiny_build, home)
     assert again["reused"] and again["version"] == first["version"]
@@ -74,7 +74,7 @@ def test_rebuild_no_cache_and_code_changes_decide_what_is_reused(prefect_harness
     assert not uncached["reused"] and uncached["version"] not in (first["version"], rebuilt["version"])
     assert generator_usage(uncached)["cache_hits"] == 0 and generator_usage(uncached)["requests"] > 0
 
-    monkeypatch.setattr(flows.build, "code_digest", lambda: "0" * 64)  # the code that shapes the data changed
+    monkeypatch.setattr(flows.build_run, "code_digest", lambda: "0" * 64)  # the code that shapes the data changed
     changed = build(tiny_build, home)
     assert not changed["reused"] and changed["content_key"] != first["content_key"]
     assert len(DatasetStore(home).list_versions("culturax")) == 4

@@ -16,6 +16,7 @@ import pytest
 from schemas.spec import DatasetSpec, SourceSpec
 from tasks.config import PROJECT_ROOT, ConfigError, load_spec, with_source_encoding
 from tasks.stage1.source_files import SourceFormatError, SourceUnavailable, column_names
+from tasks.stage1 import sources
 from tasks.stage1.sources import load_source
 from tests.messy_files import DICES_COLUMNS, QUESTIONS, dices_csv, spreadsheet_culturax_csv
 
@@ -216,15 +217,20 @@ def test_a_url_source_is_downloaded_once_into_the_data_home(tmp_path: Path) -> N
 def test_a_hub_id_goes_through_datasets_and_its_failure_is_one_clear_line(monkeypatch) -> None:
     calls = []
 
-    def fake_load_dataset(hub_id, config, split):
-        calls.append((hub_id, config, split))
+    def head_commit(hub_id):  # the head is resolved to a commit first, so the rows read are that commit's
         if hub_id == "someone/gone":
             raise ConnectionError("Couldn't reach 'someone/gone' on the Hub\n(details)")
+        return "c0ffee"
+
+    def fake_load_dataset(hub_id, config, split, revision):
+        calls.append((hub_id, config, split, revision))
         return datasets.Dataset.from_list([{"row_index": 1, "prompt": "hub prompt"}])
 
+    monkeypatch.setattr(sources, "hub_dataset_commit", head_commit)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     loaded = load(load_spec("savacu"), "someone/prompts")
-    assert calls == [("someone/prompts", None, "train")] and loaded.fingerprint.kind == "hub"
+    assert calls == [("someone/prompts", None, "train", "c0ffee")] and loaded.fingerprint.kind == "hub"
+    assert loaded.fingerprint.revision == "c0ffee"
     assert loaded.prompts["text"].to_pylist() == ["hub prompt"]
     with pytest.raises(SourceUnavailable, match=r"^savacu: cannot load someone/gone from the Hub: ConnectionError: "
                                                 r"Couldn't reach 'someone/gone' on the Hub; or download") as raised:
