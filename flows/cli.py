@@ -244,8 +244,7 @@ def explain(error: BaseException) -> str:
     from tasks.stopping import BuildStopped
 
     if isinstance(error, BuildStopped):
-        return (f"alignforge: build {error}; finished shards are kept, the same command resumes from them "
-                "(a second signal interrupts at once)")
+        return f"alignforge: build {error}; finished shards are kept, the same command resumes from them"
     return f"alignforge: error: {error}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -61,6 +62,8 @@ def stop_on_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Itera
         if stop_requested():
             raise KeyboardInterrupt
         request_stop(signal.Signals(number).name)
+        sys.stderr.write(f"{signal.Signals(number).name}: stopping at the next model request "
+                         "(finished shards are kept); send it again to interrupt at once\n")
 
     previous = {number: signal.signal(number, handler) for number in signals}
     try:
